@@ -1,0 +1,64 @@
+"""Dependencies shared by every router: the platform, the request context, JSON bodies, pagination."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Query, Request
+
+from citybrain.core.context import Context
+from citybrain.core.errors import InvalidInput
+from citybrain.platform import Platform
+
+
+def get_platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+def get_context(request: Request) -> Context:
+    """The context of this request. Until authentication lands, the actor is the client address and the
+    scope is unrestricted; the governance layer replaces this dependency with the authenticated one."""
+    client = request.client.host if request.client else "unknown"
+    return Context(actor=f"api:{client}", org_scope=None)
+
+
+async def json_body(request: Request) -> Any:
+    """Parse the body with orjson (strict: no NaN, no trailing garbage) and say where it broke."""
+    raw = await request.body()
+    if not raw:
+        raise InvalidInput.at("body", "a JSON body is required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput.at("body", f"not valid JSON: {exc}") from None
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+ContextDep = Annotated[Context, Depends(get_context)]
+JsonBody = Annotated[Any, Depends(json_body)]
+
+
+class PageParams:
+    def __init__(
+        self,
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Items per page (at most 1000).")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
+    ) -> None:
+        self.limit = limit
+        self.cursor = cursor
+        self.request = request
+
+    def next_link(self, next_cursor: str | None) -> dict[str, str]:
+        if next_cursor is None:
+            return {}
+        url = self.request.url.include_query_params(cursor=next_cursor)
+        return {"Link": f'<{url}>; rel="next"'}
+
+
+PageDep = Annotated[PageParams, Depends()]
+
+
+def json_response_bytes(content: Any) -> bytes:
+    return orjson.dumps(content)

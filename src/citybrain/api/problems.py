@@ -1,0 +1,76 @@
+"""RFC 9457 problem details for every error, naming the field and the reason."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from citybrain.core.errors import CityBrainError, FieldError
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_body(status: int, title: str, detail: str, *, slug: str, instance: str | None = None,
+                 errors: list[FieldError] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = [{"field": e.field, "reason": e.reason} for e in errors]
+    return body
+
+
+def problem_response(status: int, title: str, detail: str, *, slug: str, request: Request | None = None,
+                     errors: list[FieldError] | None = None, headers: dict[str, str] | None = None) -> Response:
+    body = problem_body(status, title, detail, slug=slug, errors=errors,
+                        instance=request.url.path if request is not None else None)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc_to_field(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+               405: "Method not allowed", 406: "Not acceptable", 409: "Conflict", 413: "Payload too large",
+               415: "Unsupported media type", 429: "Too many requests"}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CityBrainError)
+    async def _domain(request: Request, exc: CityBrainError) -> Response:
+        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, request=request, errors=exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [FieldError(_loc_to_field(tuple(e.get("loc", ()))), e.get("msg", "invalid")) for e in exc.errors()]
+        detail = f"{errors[0].field}: {errors[0].reason}" if len(errors) == 1 else "The request has invalid fields"
+        return problem_response(422, "Invalid input", detail, slug="invalid-input", request=request, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        title = HTTP_TITLES.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no resource at {request.url.path}"
+        return problem_response(exc.status_code, title, detail, slug=title.lower().replace(" ", "-"),
+                                request=request, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "Internal error", "The server failed; the error is logged.", slug="internal",
+                                request=request)

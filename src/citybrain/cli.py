@@ -1,0 +1,256 @@
+"""The `citybrain` command line. Every command has --help; errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from citybrain.core.context import Context
+from citybrain.core.errors import CityBrainError
+from citybrain.settings import Settings
+
+app = typer.Typer(help="CityBrain — an open-source City Brain (城市大脑).", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+import_app = typer.Typer(help="Load data into the City Brain.", no_args_is_help=True)
+export_app = typer.Typer(help="Write data out of the City Brain.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+console = Console()
+err_console = Console(stderr=True)
+
+DbOpt = Annotated[str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")]
+HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file).")]
+BusOpt = Annotated[str, typer.Option("--bus", help="'memory' (in-process) or nats://host:4222 (JetStream).")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None and v != ""})
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _platform(settings: Settings) -> Any:
+    from citybrain.platform import Platform
+
+    try:
+        platform = Platform(settings)
+        platform.migrate()
+        platform.load_state()
+    except CityBrainError as exc:
+        _fail(exc.detail)
+    except Exception as exc:  # a wrong URL, an unreachable server: one line, not a traceback
+        _fail(f"cannot open the store at {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return platform
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve(settings: Settings, platform: Any) -> None:
+    import uvicorn
+
+    from citybrain.api.app import create_app
+
+    api = create_app(platform)
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"[bold green]CityBrain is up[/bold green] at [link={url}]{url}[/link]  "
+                  f"(API docs {url}/docs · store {platform.dialect} · bus {settings.bus}) — Ctrl-C stops it")
+    uvicorn.run(api, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=5)
+    platform.dispose()
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    db: DbOpt = "",
+    bus: BusOpt = "memory",
+    home: HomeOpt = Path(".citybrain"),
+    district: Annotated[str, typer.Option(help="Demo district: pudong, haidian, xihu, or a division code.")] = "pudong",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Start the City Brain with the demo district: migrate the store, load the district's org tree
+    (idempotent), then serve the API and docs until Ctrl-C."""
+    _logging(verbose)
+    settings = _settings(host=host, port=port, db=db, bus=bus, home=home)
+    platform = _platform(settings)
+    from citybrain.hub.org.flows import import_district
+
+    try:
+        counts = import_district(platform, district)
+    except CityBrainError as exc:
+        _fail(exc.detail)
+    console.print(f"Demo district {counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
+                  f"{counts['villages']} villages/communities, {len(platform.org_tree)} org units in all")
+    _serve(settings, platform)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    db: DbOpt = "",
+    bus: BusOpt = "memory",
+    home: HomeOpt = Path(".citybrain"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve the API on an existing store (migrating it first), without loading demo data."""
+    _logging(verbose)
+    settings = _settings(host=host, port=port, db=db, bus=bus, home=home)
+    _serve(settings, _platform(settings))
+
+
+@app.command()
+def migrate(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
+    """Upgrade the store's schema in place to this version (safe to run again)."""
+    from citybrain.db.migrate import upgrade
+    from citybrain.db.session import create_db_engine
+
+    settings = _settings(db=db, home=home)
+    try:
+        engine = create_db_engine(settings.database_url)
+        before, after = upgrade(engine)
+    except Exception as exc:
+        _fail(f"cannot migrate {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    console.print(f"store at revision {after} (was {before or 'empty'})" if before != after
+                  else f"store already at revision {after}")
+
+
+@import_app.command("divisions")
+def import_divisions(
+    source: Annotated[str, typer.Argument(help="A district's CSV (any of its three files, or their common "
+                                               "prefix), or a packaged district: pudong, haidian, xihu.")],
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Load a district's towns/streets and villages/communities (china-division CSV layout), with the
+    standard functional departments. Importing again updates and never duplicates."""
+    from citybrain.hub.org.flows import import_district
+
+    platform = _platform(_settings(db=db, home=home))
+    try:
+        counts = import_district(platform, source)
+    except CityBrainError as exc:
+        _fail(exc.detail)
+    console.print(f"{counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
+                  f"{counts['villages']} villages/communities; {counts['created']} units created, "
+                  f"{counts['updated']} updated")
+
+
+def _read_entities(path: Path) -> list[Any]:
+    if not path.exists():
+        _fail(f"{path}: file not found")
+    raw = path.read_bytes()
+    try:
+        if raw.lstrip().startswith(b"["):
+            data = orjson.loads(raw)
+        else:
+            data = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    except orjson.JSONDecodeError as exc:
+        _fail(f"{path}: not JSON or NDJSON: {exc}")
+    return data
+
+
+@import_app.command("entities")
+def import_entities(
+    path: Annotated[Path, typer.Argument(help="NGSI-LD normalized entities: a JSON array or NDJSON.")],
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+    mode: Annotated[str, typer.Option(help="replace or merge attributes of existing entities.")] = "replace",
+) -> None:
+    """Upsert entities from a file in batches, with a progress bar; bad items are listed, good ones kept."""
+    if mode not in ("replace", "merge"):
+        _fail("--mode is replace or merge")
+    from citybrain.hub.entities.flows import upsert_batch
+
+    platform = _platform(_settings(db=db, home=home))
+    items = _read_entities(path)
+    ctx = Context(actor="cli:import")
+    batch = platform.settings.max_batch_entities
+    written, errors = 0, []
+
+    async def run() -> None:
+        nonlocal written
+        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console) as progress:
+            task = progress.add_task("entities", total=len(items))
+            for start in range(0, len(items), batch):
+                result = await upsert_batch(platform, items[start:start + batch], mode=mode, ctx=ctx)  # type: ignore[arg-type]
+                written += len(result.success)
+                errors.extend((start + e.index, e.field, e.reason) for e in result.errors)
+                progress.advance(task, min(batch, len(items) - start))
+
+    asyncio.run(run())
+    for index, field, reason in errors[:20]:
+        err_console.print(f"item {index}: {field}: {reason}", highlight=False)
+    console.print(f"{written} entities written, {len(errors)} problems" + (" (first 20 shown)" if len(errors) > 20 else ""))
+    if errors:
+        raise typer.Exit(1)
+
+
+@export_app.command("entities")
+def export_entities(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: standard output).")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="Entity types, comma-separated.")] = None,
+    org_unit: Annotated[str | None, typer.Option("--org-unit", help="Org unit code (with its descendants).")] = None,
+    ndjson: Annotated[bool, typer.Option(help="One entity per line instead of a JSON array.")] = False,
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Write entities in NGSI-LD normalized form (what `import entities` reads back)."""
+    from citybrain.hub.entities import service
+    from citybrain.hub.entities.router import build_query
+
+    platform = _platform(_settings(db=db, home=home))
+    try:
+        query = build_query(platform, type=type, id=None, q=None, bbox=None, near=None, max_distance=None,
+                            org_unit=org_unit)
+    except CityBrainError as exc:
+        _fail(exc.detail)
+    handle = out.open("wb") if out else sys.stdout.buffer
+    count, after = 0, None
+    with platform.session() as session:
+        handle.write(b"" if ndjson else b"[")
+        while True:
+            rows, _ = service.query_entities(session, query=query, after=after, limit=1000)
+            for row in rows:
+                prefix = b"" if ndjson or count == 0 else b",\n"
+                handle.write(prefix + orjson.dumps(service.row_to_ngsi(row)) + (b"\n" if ndjson else b""))
+                count += 1
+            if len(rows) < 1000:
+                break
+            after = rows[-1].id
+        handle.write(b"" if ndjson else b"]\n")
+    if out:
+        handle.close()
+        console.print(f"{count} entities written to {out}")
+
+
+@app.command("types")
+def list_types() -> None:
+    """List the entity types scenario plug-ins contribute."""
+    from citybrain.scenarios import scenario_types
+
+    table = Table("type", "title", "source", "attributes")
+    for spec in scenario_types():
+        table.add_row(spec.name, f"{spec.title} / {spec.title_zh}", spec.source, str(len(spec.attributes)))
+    console.print(table)
+
+
+def main() -> None:
+    app()

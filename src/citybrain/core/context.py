@@ -1,0 +1,40 @@
+"""The context every event and service call carries: who acted, on whose behalf, in which org scope."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+
+def new_id() -> str:
+    """A time-ordered unique id (UUIDv7 layout) so ids sort by creation time in logs and stores."""
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | (
+        rand & ((1 << 62) - 1)
+    )
+    hex_ = f"{value:032x}"
+    return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """Who caused something and within which org scope.
+
+    `org_scope` lists the org-unit codes the actor may act within (each including its descendants);
+    ``None`` means unrestricted (the system itself, a district-level operator).
+    `parent_id` links a consequence to its cause, so a chain of events can be traced in the audit trail.
+    """
+
+    id: str = msgspec.field(default_factory=new_id)
+    parent_id: str | None = None
+    actor: str = "system"
+    org_scope: tuple[str, ...] | None = None
+
+    def child(self, *, actor: str | None = None) -> Context:
+        """A context for work caused by this one: same scope, new id, this id as parent."""
+        return Context(parent_id=self.id, actor=actor or self.actor, org_scope=self.org_scope)
+
+
+SYSTEM = Context(id="00000000-0000-7000-8000-000000000000", actor="system")

@@ -1,0 +1,76 @@
+"""Domain errors. The API layer turns them into RFC 9457 problem details; the CLI into one line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason a piece of input was rejected, naming the field by its path (e.g. `entities[3].id`)."""
+
+    field: str
+    reason: str
+
+
+class CityBrainError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+    status = 500
+    title = "Internal error"
+    slug = "internal"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class InvalidInput(CityBrainError):
+    status = 422
+    title = "Invalid input"
+    slug = "invalid-input"
+
+    @classmethod
+    def at(cls, field_path: str, reason: str) -> InvalidInput:
+        return cls(f"{field_path}: {reason}", errors=[FieldError(field_path, reason)])
+
+
+class NotFound(CityBrainError):
+    status = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class Conflict(CityBrainError):
+    status = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class PayloadTooLarge(CityBrainError):
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+@dataclass(slots=True)
+class ErrorCollector:
+    """Collects field errors while validating, so a caller sees every problem at once, not only the first."""
+
+    prefix: str = ""
+    errors: list[FieldError] = field(default_factory=list)
+
+    def add(self, field_path: str, reason: str) -> None:
+        self.errors.append(FieldError(f"{self.prefix}{field_path}", reason))
+
+    def raise_if_any(self, detail: str = "The request has invalid fields") -> None:
+        if self.errors:
+            raise InvalidInput(detail if len(self.errors) > 1 else f"{self.errors[0].field}: {self.errors[0].reason}",
+                               errors=self.errors)
+
+
+class Forbidden(CityBrainError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"

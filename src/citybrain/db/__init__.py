@@ -1,0 +1,1 @@
+"""The operational store: SQLAlchemy base, engines and sessions, Alembic migrations."""

@@ -1,0 +1,1 @@
+"""City entities in NGSI-LD normalized form, their types, queries and attribute history."""

@@ -1,0 +1,301 @@
+"""NGSI-LD normalized form (ETSI GS CIM 009) in and out of the hub.
+
+`parse_entity` validates one entity and returns the record the store keeps; every problem is reported with
+the path of the offending field (`temperature.value`, `location.value.coordinates[0]`), all at once.
+`to_ngsi` renders a stored record back; `parse_entity(to_ngsi(r))` gives `r` again (property-tested).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from citybrain.core.errors import ErrorCollector, InvalidInput
+from citybrain.hub.entities.geo import BBox, validate_geometry
+from citybrain.hub.entities.types import ATTR_NAME_RE, AttrKind, AttrSpec, TypeRegistry, TypeSpec, value_matches
+
+# RFC 8141: "urn:" NID ":" NSS. "/", "?" and "#" are refused in the NSS because ids travel as one URL
+# path segment (/api/v1/entities/{id}/attrs).
+URN_RE = re.compile(r"^urn:(?!urn:)[A-Za-z0-9][A-Za-z0-9-]{0,31}:[A-Za-z0-9()+,\-.:=@;$_!*'~&]+$", re.IGNORECASE)
+ORG_UNIT_PREFIX = "urn:ngsi-ld:OrgUnit:"
+ATTRIBUTE_TYPES = ("Property", "Relationship", "GeoProperty", "LanguageProperty")
+# Keys of an entity that are not attributes. createdAt/modifiedAt are system-generated and ignored on input.
+ENTITY_KEYS = {"id", "type", "@context", "location", "orgUnit", "createdAt", "modifiedAt"}
+ATTRIBUTE_META_KEYS = {"type", "value", "object", "languageMap", "unitCode", "observedAt", "datasetId",
+                       "createdAt", "modifiedAt"}
+MAX_ATTRIBUTES = 256
+MAX_SUB_DEPTH = 2
+
+
+@dataclass(slots=True)
+class EntityRecord:
+    """A validated entity, split the way the store keeps it."""
+
+    id: str
+    type: str
+    org_unit: str | None
+    location: dict[str, Any] | None
+    bbox: BBox | None
+    attrs: dict[str, dict[str, Any]]
+
+
+def is_urn(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 512 and URN_RE.match(value) is not None
+
+
+def format_datetime(moment: datetime) -> str:
+    """Canonical NGSI-LD timestamp: UTC with a trailing Z."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp with a zone (Z or ±hh:mm); None when it is not one."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def org_unit_urn(code: str) -> str:
+    return f"{ORG_UNIT_PREFIX}{code}"
+
+
+def _finite(value: Any) -> bool:
+    """JSON from orjson cannot carry NaN, but values built in Python can; refuse them at the door."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _parse_attribute(
+    raw: Any, spec: AttrSpec | None, path: str, errors: ErrorCollector, depth: int = 0
+) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        errors.add(path, "an attribute is an object with a type: " + ", ".join(ATTRIBUTE_TYPES))
+        return None
+    kind = raw.get("type")
+    before = len(errors.errors)
+    out: dict[str, Any] = {"type": kind}
+    match kind:
+        case "Property":
+            if "value" not in raw or raw["value"] is None:
+                errors.add(f"{path}.value", "a Property needs a non-null value (delete the attribute to clear it)")
+            elif not _finite(raw["value"]):
+                errors.add(f"{path}.value", "numbers must be finite (no NaN or Infinity)")
+            else:
+                out["value"] = raw["value"]
+        case "Relationship":
+            target = raw.get("object")
+            if not is_urn(target):
+                errors.add(f"{path}.object", "a Relationship's object must be the URN of an entity")
+            else:
+                out["object"] = target
+        case "GeoProperty":
+            if validate_geometry(raw.get("value"), f"{path}.value", errors) is not None:
+                out["value"] = raw["value"]
+        case "LanguageProperty":
+            language_map = raw.get("languageMap")
+            if not (isinstance(language_map, dict) and language_map
+                    and all(isinstance(k, str) and isinstance(v, str) for k, v in language_map.items())):
+                errors.add(f"{path}.languageMap", "a LanguageProperty needs a map of language code to text")
+            else:
+                out["languageMap"] = language_map
+        case _:
+            errors.add(f"{path}.type", f"attribute type must be one of {', '.join(ATTRIBUTE_TYPES)}, not {kind!r}")
+            return None
+    if "unitCode" in raw:
+        unit = raw["unitCode"]
+        if not (isinstance(unit, str) and 0 < len(unit) <= 16):
+            errors.add(f"{path}.unitCode", "a UN/CEFACT unit code is a short string, e.g. CEL")
+        else:
+            out["unitCode"] = unit
+    if "observedAt" in raw:
+        moment = parse_datetime(raw["observedAt"])
+        if moment is None:
+            errors.add(f"{path}.observedAt", "an ISO 8601 timestamp with a zone is required, e.g. 2026-01-01T08:00:00Z")
+        else:
+            out["observedAt"] = format_datetime(moment)
+    if "datasetId" in raw:
+        if not is_urn(raw["datasetId"]):
+            errors.add(f"{path}.datasetId", "a datasetId must be a URN")
+        else:
+            out["datasetId"] = raw["datasetId"]
+    for key, sub in raw.items():
+        if key in ATTRIBUTE_META_KEYS:
+            continue
+        sub_path = f"{path}.{key}"
+        if depth >= MAX_SUB_DEPTH:
+            errors.add(sub_path, f"sub-attributes nest at most {MAX_SUB_DEPTH} levels deep")
+        elif not ATTR_NAME_RE.match(key):
+            errors.add(sub_path, f"attribute names must match {ATTR_NAME_RE.pattern}")
+        else:
+            parsed = _parse_attribute(sub, None, sub_path, errors, depth + 1)
+            if parsed is not None:
+                out[key] = parsed
+    if spec is not None and len(errors.errors) == before:
+        _check_spec(out, spec, path, errors)
+    return out if len(errors.errors) == before else None
+
+
+def _check_spec(attr: dict[str, Any], spec: AttrSpec, path: str, errors: ErrorCollector) -> None:
+    kind = attr["type"]
+    if spec.kind == AttrKind.relationship:
+        if kind != "Relationship":
+            errors.add(f"{path}.type", "this attribute is a Relationship in its entity type")
+        return
+    if spec.kind == AttrKind.geometry:
+        if kind != "GeoProperty":
+            errors.add(f"{path}.type", "this attribute is a GeoProperty in its entity type")
+        return
+    if spec.kind == AttrKind.language:
+        if kind not in ("LanguageProperty", "Property"):
+            errors.add(f"{path}.type", "this attribute is a LanguageProperty in its entity type")
+        return
+    if kind != "Property":
+        if spec.kind != AttrKind.any:
+            errors.add(f"{path}.type", f"this attribute is a Property holding {spec.kind.value} in its entity type")
+        return
+    value = attr["value"]
+    if not value_matches(spec.kind, value):
+        errors.add(f"{path}.value", f"expected {spec.kind.value}, got {type(value).__name__}")
+        return
+    if spec.kind == AttrKind.datetime and parse_datetime(value) is None:
+        errors.add(f"{path}.value", "expected an ISO 8601 timestamp with a zone")
+    if spec.enum is not None and value not in spec.enum:
+        errors.add(f"{path}.value", f"must be one of {spec.enum}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if spec.minimum is not None and value < spec.minimum:
+            errors.add(f"{path}.value", f"must be ≥ {spec.minimum}")
+        if spec.maximum is not None and value > spec.maximum:
+            errors.add(f"{path}.value", f"must be ≤ {spec.maximum}")
+    if spec.unit and "unitCode" in attr and attr["unitCode"] != spec.unit:
+        errors.add(f"{path}.unitCode", f"this attribute is measured in {spec.unit}")
+
+
+def parse_attributes(
+    raw: Any, spec: TypeSpec | None, errors: ErrorCollector, *, skip: Container[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Validate an attribute map (the attributes of an entity, or a partial update)."""
+    attrs: dict[str, dict[str, Any]] = {}
+    if not isinstance(raw, dict):
+        errors.add("", "an object is required")
+        return attrs
+    count = 0
+    for name, value in raw.items():
+        if name in skip:
+            continue
+        count += 1
+        if not ATTR_NAME_RE.match(name):
+            errors.add(name, f"attribute names must match {ATTR_NAME_RE.pattern}")
+            continue
+        parsed = _parse_attribute(value, spec.attributes.get(name) if spec else None, name, errors)
+        if parsed is not None:
+            attrs[name] = parsed
+    if count > MAX_ATTRIBUTES:
+        errors.add("", f"an entity holds at most {MAX_ATTRIBUTES} attributes, this one has {count}")
+    return attrs
+
+
+def parse_entity(
+    raw: Any, *, types: TypeRegistry, org_units: Container[str], prefix: str = ""
+) -> EntityRecord:
+    """Validate one NGSI-LD normalized entity; raises InvalidInput naming every bad field."""
+    errors = ErrorCollector(prefix)
+    if not isinstance(raw, dict):
+        errors.add("", "an entity is a JSON object with at least 'id' and 'type'")
+        errors.raise_if_any()
+    entity_id, type_name = raw.get("id"), raw.get("type")
+    if not is_urn(entity_id):
+        errors.add("id", "a URN is required, e.g. urn:ngsi-ld:AirQualityObserved:PD-001")
+    spec: TypeSpec | None = None
+    if not isinstance(type_name, str):
+        errors.add("type", "an entity type name is required")
+    else:
+        spec = types.get(type_name)
+        if spec is None:
+            errors.add("type", f"unknown entity type {type_name!r}; known types are listed at /api/v1/types")
+
+    location: dict[str, Any] | None = None
+    bbox: BBox | None = None
+    if "location" in raw:
+        loc = raw["location"]
+        if not isinstance(loc, dict) or loc.get("type") != "GeoProperty":
+            errors.add("location.type", "location is a GeoProperty")
+        else:
+            bbox = validate_geometry(loc.get("value"), "location.value", errors)
+            if bbox is not None:
+                location = loc["value"]
+
+    org_unit: str | None = None
+    if "orgUnit" in raw:
+        rel = raw["orgUnit"]
+        target = rel.get("object") if isinstance(rel, dict) and rel.get("type") == "Relationship" else None
+        if not (isinstance(target, str) and target.startswith(ORG_UNIT_PREFIX)):
+            errors.add("orgUnit", f"orgUnit is a Relationship whose object is {ORG_UNIT_PREFIX}<code>")
+        else:
+            code = target.removeprefix(ORG_UNIT_PREFIX)
+            if code not in org_units:
+                errors.add("orgUnit.object", f"unknown org unit {code!r}")
+            else:
+                org_unit = code
+
+    attrs = parse_attributes(raw, spec, errors, skip=ENTITY_KEYS)
+    if spec is not None:
+        for name, attr_spec in spec.attributes.items():
+            if attr_spec.required and name not in raw:
+                errors.add(name, f"required by type {spec.name}")
+    errors.raise_if_any(f"entity {entity_id if is_urn(entity_id) else ''} has invalid fields".replace("  ", " "))
+    return EntityRecord(entity_id, type_name, org_unit, location, bbox, attrs)
+
+
+def to_ngsi(
+    entity_id: str,
+    type_name: str,
+    org_unit: str | None,
+    location: dict[str, Any] | None,
+    attrs: dict[str, Any],
+    *,
+    created_at: datetime | None = None,
+    modified_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The normalized NGSI-LD form of a stored entity (system attributes only when given)."""
+    out: dict[str, Any] = {"id": entity_id, "type": type_name}
+    out.update(attrs)
+    if location is not None:
+        out["location"] = {"type": "GeoProperty", "value": location}
+    if org_unit is not None:
+        out["orgUnit"] = {"type": "Relationship", "object": org_unit_urn(org_unit)}
+    if created_at is not None:
+        out["createdAt"] = format_datetime(created_at)
+    if modified_at is not None:
+        out["modifiedAt"] = format_datetime(modified_at)
+    return out
+
+
+def record_to_ngsi(record: EntityRecord) -> dict[str, Any]:
+    return to_ngsi(record.id, record.type, record.org_unit, record.location, record.attrs)
+
+
+__all__ = [
+    "EntityRecord",
+    "InvalidInput",
+    "format_datetime",
+    "is_urn",
+    "org_unit_urn",
+    "parse_attributes",
+    "parse_datetime",
+    "parse_entity",
+    "record_to_ngsi",
+    "to_ngsi",
+]

@@ -1,0 +1,1 @@
+"""The org tree: district → town/street → village/community, plus the district's functional departments."""

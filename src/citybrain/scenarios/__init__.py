@@ -1,0 +1,58 @@
+"""Scenario plug-ins: each contributes entity types (and, as capabilities land, device types, rules,
+catalogue entries and cockpit panels). The core knows none of them by name.
+
+A scenario is a subclass of `Scenario` registered with `@scenarios.register("slug")`. Built-in scenarios
+live in this package; third-party ones are found through the `citybrain.scenarios` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel, Field
+
+from citybrain.core.registry import Registry
+from citybrain.hub.entities.types import TypeSpec
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODULES = ("common", "environment", "water", "waste", "lighting", "traffic", "civic")
+
+
+class ScenarioManifest(BaseModel):
+    slug: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,40}$")
+    title: str
+    title_zh: str
+    description: str = ""
+    entity_types: list[TypeSpec] = Field(default_factory=list)
+
+
+class Scenario:
+    """Base of every scenario plug-in; subclasses set `manifest`."""
+
+    manifest: ScenarioManifest
+
+
+scenarios: Registry[type[Scenario]] = Registry("scenario")
+
+
+def load_scenarios() -> Registry[type[Scenario]]:
+    """Import built-in and installed scenarios (idempotent) and return the registry."""
+    for name in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+    for entry in entry_points(group="citybrain.scenarios"):
+        try:
+            entry.load()
+        except Exception:
+            log.exception("scenario plug-in %s failed to load; it is skipped", entry.name)
+    return scenarios
+
+
+def scenario_types() -> list[TypeSpec]:
+    specs: list[TypeSpec] = []
+    for slug, scenario in load_scenarios().items():
+        for spec in scenario.manifest.entity_types:
+            specs.append(spec.model_copy(update={"source": f"scenario:{slug}"}))
+    return specs

@@ -1,0 +1,31 @@
+"""Air quality monitoring (大气环境)."""
+
+from citybrain.hub.entities.types import AttrSpec, TypeSpec
+from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+
+A = AttrSpec
+
+
+@scenarios.register("air")
+class AirQuality(Scenario):
+    manifest = ScenarioManifest(
+        slug="air", title="Air quality", title_zh="空气质量",
+        entity_types=[
+            TypeSpec(name="AirQualityObserved", title="Air quality observation", title_zh="空气质量监测",
+                     smart_data_model="dataModel.Environment",
+                     attributes={
+                         "dateObserved": A(kind="datetime"),
+                         "pm25": A(kind="number", unit="GQ", minimum=0, description="PM2.5, µg/m³"),
+                         "pm10": A(kind="number", unit="GQ", minimum=0, description="PM10, µg/m³"),
+                         "no2": A(kind="number", unit="GQ", minimum=0),
+                         "so2": A(kind="number", unit="GQ", minimum=0),
+                         "o3": A(kind="number", unit="GQ", minimum=0),
+                         "co": A(kind="number", unit="GP", minimum=0, description="mg/m³"),
+                         "airQualityIndex": A(kind="integer", minimum=0, maximum=500, description="AQI (HJ 633)"),
+                         "airQualityLevel": A(kind="string"),
+                         "temperature": A(kind="number", unit="CEL"),
+                         "relativeHumidity": A(kind="number", minimum=0, maximum=1),
+                         "refDevice": A(kind="relationship"),
+                     }),
+        ],
+    )

@@ -1,0 +1,33 @@
+"""Road traffic (交通)."""
+
+from citybrain.hub.entities.types import AttrSpec, TypeSpec
+from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+
+A = AttrSpec
+
+
+@scenarios.register("traffic")
+class Traffic(Scenario):
+    manifest = ScenarioManifest(
+        slug="traffic", title="Traffic", title_zh="交通",
+        entity_types=[
+            TypeSpec(name="TrafficFlowObserved", title="Traffic flow observation", title_zh="交通流量监测",
+                     smart_data_model="dataModel.Transportation",
+                     attributes={
+                         "dateObserved": A(kind="datetime"),
+                         "intensity": A(kind="number", minimum=0, description="vehicles in the period"),
+                         "averageVehicleSpeed": A(kind="number", unit="KMH", minimum=0),
+                         "occupancy": A(kind="number", minimum=0, maximum=1),
+                         "congested": A(kind="boolean"),
+                         "laneId": A(kind="integer"),
+                         "refRoadSegment": A(kind="relationship"),
+                     }),
+            TypeSpec(name="TrafficSignal", title="Signalised intersection controller", title_zh="信号灯控制机",
+                     attributes={
+                         "programId": A(kind="string"),
+                         "phase": A(kind="integer", minimum=0),
+                         "controlMode": A(kind="string", enum=["fixed", "actuated", "adaptive", "manual"]),
+                         "controlledBy": A(kind="relationship"),
+                     }),
+        ],
+    )

@@ -1,0 +1,24 @@
+"""Waste collection (垃圾分类与清运)."""
+
+from citybrain.hub.entities.types import AttrSpec, TypeSpec
+from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+
+A = AttrSpec
+
+
+@scenarios.register("waste")
+class Waste(Scenario):
+    manifest = ScenarioManifest(
+        slug="waste", title="Waste", title_zh="垃圾治理",
+        entity_types=[
+            TypeSpec(name="WasteContainer", title="Waste container", title_zh="垃圾桶",
+                     smart_data_model="dataModel.WasteManagement",
+                     attributes={
+                         "fillingLevel": A(kind="number", minimum=0, maximum=1),
+                         "wasteType": A(kind="string", description="recyclable, kitchen, hazardous, residual"),
+                         "status": A(kind="string", enum=["ok", "lidOpen", "dropped", "moved", "burning"]),
+                         "dateLastEmptying": A(kind="datetime"),
+                         "refDevice": A(kind="relationship"),
+                     }),
+        ],
+    )

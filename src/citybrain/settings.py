@@ -1,0 +1,45 @@
+"""Settings from environment (prefix CITYBRAIN_) or CLI flags; read through `get_settings()`, never at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYBRAIN_", extra="ignore")
+
+    home: Path = Field(Path(".citybrain"), description="Where embedded state lives (SQLite file, lake).")
+    db: str = Field("", description="Operational store URL; empty means a SQLite file under `home`.")
+    bus: str = Field("memory", description="'memory' (in-process) or nats://host:port (JetStream).")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    district: str = Field("310115", description="Division code of the demo district loaded by `up`.")
+    max_batch_entities: int = Field(1000, description="Largest entity batch one request may carry.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest request body accepted.")
+    page_limit_max: int = 1000
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
+    command_ack_timeout_s: float = 60.0
+    system_health_interval_s: float = 30.0
+
+    @property
+    def database_url(self) -> str:
+        return normalize_db_url(self.db) if self.db else f"sqlite:///{(self.home / 'citybrain.db').as_posix()}"
+
+
+def normalize_db_url(url: str) -> str:
+    """Accept the URLs operators type (`postgresql://…`, a bare file path) and pick our drivers."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
