@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from citybrain import __version__
 from citybrain.api import problems
@@ -43,8 +42,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
             if manage_lifecycle:
                 await platform.stop()
 
-    app = FastAPI(title="CityBrain", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  default_response_class=ORJSONResponse)
+    app = FastAPI(title="CityBrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.platform = platform
     app.state.metrics = Metrics()
     problems.install(app)
