@@ -201,9 +201,12 @@ def encode_cursor(last_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        decoded = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise InvalidInput.at("cursor", "not a cursor this API returned") from None
+        decoded = ""
+    if not decoded:
+        raise InvalidInput.at("cursor", "not a cursor this API returned")
+    return decoded
 
 
 def _where(query: EntityQuery, dialect: str) -> list[Any]:

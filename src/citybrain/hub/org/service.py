@@ -30,7 +30,7 @@ def import_divisions(session: Session, *, divisions: Sequence[Division], clock: 
     now = clock.now()
     existing = {code: row for code, row in session.execute(
         sa.select(OrgUnitRow.code, OrgUnitRow).where(OrgUnitRow.code.in_([d.code for d in divisions]))
-    ).tuples()}
+    )}
     paths: dict[str, str] = {}
     counts = {"created": 0, "updated": 0}
     district = divisions[0]
@@ -45,7 +45,7 @@ def import_divisions(session: Session, *, divisions: Sequence[Division], clock: 
     dept_codes = [u[0] for u in units if u[3] == "department"]
     existing |= {code: row for code, row in session.execute(
         sa.select(OrgUnitRow.code, OrgUnitRow).where(OrgUnitRow.code.in_(dept_codes))
-    ).tuples()}
+    )}
     for code, name, name_en, kind, parent, attributes in units:  # parents precede children in `divisions`
         paths[code] = (paths[parent] if parent else "/") + f"{code}/"
         row = existing.get(code)
@@ -100,4 +100,4 @@ def count_by_kind(session: Session, *, under: str | None = None) -> dict[str, in
     stmt = sa.select(OrgUnitRow.kind, sa.func.count()).group_by(OrgUnitRow.kind)
     if under is not None:
         stmt = stmt.where(OrgUnitRow.path.startswith(get_unit(session, code=under).path, autoescape=True))
-    return dict(session.execute(stmt).tuples().all())
+    return {kind: count for kind, count in session.execute(stmt)}
