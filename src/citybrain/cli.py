@@ -24,8 +24,8 @@ import_app = typer.Typer(help="Load data into the City Brain.", no_args_is_help=
 export_app = typer.Typer(help="Write data out of the City Brain.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")]
 HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file).")]
@@ -58,6 +58,8 @@ def _platform(settings: Settings) -> Any:
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # alembic narrates its plugin set-up at INFO; the migration result is logged by us
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _serve(settings: Settings, platform: Any) -> None:
