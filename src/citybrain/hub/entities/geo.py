@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import Point, shape
-from shapely.ops import transform
 
 from citybrain.core.errors import ErrorCollector
 
@@ -120,10 +120,10 @@ def distance_m(geometry: dict[str, Any], lon: float, lat: float) -> float:
         return haversine_m(lon, lat, c[0], c[1])
     kx = METERS_PER_DEG_LAT * math.cos(math.radians(lat))
 
-    def project(x: float, y: float, z: float | None = None) -> tuple[float, float]:
-        return ((x - lon) * kx, (y - lat) * METERS_PER_DEG_LAT)
+    def project(coords: np.ndarray) -> np.ndarray:
+        return np.column_stack(((coords[:, 0] - lon) * kx, (coords[:, 1] - lat) * METERS_PER_DEG_LAT))
 
-    projected = transform(project, shape(geometry))
+    projected = shapely.transform(shape(geometry), project)
     return float(projected.distance(Point(0.0, 0.0)))
 
 
