@@ -62,6 +62,18 @@ def _check_polygon(rings: Any, path: str, errors: ErrorCollector) -> bool:
     return all(_check_ring(r, f"{path}[{i}]", errors) for i, r in enumerate(rings))
 
 
+def _planar(coordinates: Any) -> Any:
+    """Coordinates without altitude. GeoJSON lets positions of one geometry differ in dimension, which
+    shapely refuses; every test here is planar anyway."""
+    if coordinates and not isinstance(coordinates[0], list):
+        return coordinates[:2]
+    return [_planar(c) for c in coordinates]
+
+
+def _shape(geometry: dict[str, Any]) -> Any:
+    return shape({"type": geometry["type"], "coordinates": _planar(geometry["coordinates"])})
+
+
 def validate_geometry(geometry: Any, path: str, errors: ErrorCollector) -> BBox | None:
     """Check a GeoJSON geometry (RFC 7946); returns its bounding box, or None after adding errors."""
     if not isinstance(geometry, dict):
@@ -99,7 +111,7 @@ def validate_geometry(geometry: Any, path: str, errors: ErrorCollector) -> BBox 
         return None
     if kind == "Point":
         return (coords[0], coords[1], coords[0], coords[1])
-    geom = shape(geometry)
+    geom = _shape(geometry)
     if kind in ("Polygon", "MultiPolygon") and not geom.is_valid:
         errors.add(cpath, f"invalid polygon: {shapely.is_valid_reason(geom)}")
         return None
@@ -123,7 +135,7 @@ def distance_m(geometry: dict[str, Any], lon: float, lat: float) -> float:
     def project(coords: np.ndarray) -> np.ndarray:
         return np.column_stack(((coords[:, 0] - lon) * kx, (coords[:, 1] - lat) * METERS_PER_DEG_LAT))
 
-    projected = shapely.transform(shape(geometry), project)
+    projected = shapely.transform(_shape(geometry), project)
     return float(projected.distance(Point(0.0, 0.0)))
 
 
@@ -139,5 +151,5 @@ def intersects_box(geometry: dict[str, Any], box: BBox) -> bool:
     if geometry["type"] == "Point":
         x, y = geometry["coordinates"][:2]
         return box[0] <= x <= box[2] and box[1] <= y <= box[3]
-    return bool(shape(geometry).intersects(shapely.box(*box)))
+    return bool(_shape(geometry).intersects(shapely.box(*box)))
 

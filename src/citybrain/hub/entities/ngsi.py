@@ -16,7 +16,14 @@ from typing import Any
 
 from citybrain.core.errors import ErrorCollector, InvalidInput
 from citybrain.hub.entities.geo import BBox, validate_geometry
-from citybrain.hub.entities.types import ATTR_NAME_RE, AttrKind, AttrSpec, TypeRegistry, TypeSpec, value_matches
+from citybrain.hub.entities.types import (
+    ATTR_NAME_RE,
+    AttrKind,
+    AttrSpec,
+    TypeRegistry,
+    TypeSpec,
+    value_matches,
+)
 
 # RFC 8141: "urn:" NID ":" NSS. "/", "?" and "#" are refused in the NSS because ids travel as one URL
 # path segment (/api/v1/entities/{id}/attrs).
@@ -29,6 +36,7 @@ ATTRIBUTE_META_KEYS = {"type", "value", "object", "languageMap", "unitCode", "ob
                        "createdAt", "modifiedAt"}
 MAX_ATTRIBUTES = 256
 MAX_SUB_DEPTH = 2
+EXACT_INT = 2**53  # integers up to this magnitude are exact doubles
 
 
 @dataclass(slots=True)
@@ -53,29 +61,64 @@ def format_datetime(moment: datetime) -> str:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp with a zone (Z or ±hh:mm); None when it is not one."""
+    """An ISO 8601 timestamp with a zone (Z or ±hh:mm); None when it is not one, or when it falls outside
+    the years 1–9999 in UTC (0001-01-01T00:00:00+01:00 has no UTC form)."""
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo is not None else None
+    return moment
 
 
 def org_unit_urn(code: str) -> str:
     return f"{ORG_UNIT_PREFIX}{code}"
 
 
-def _finite(value: Any) -> bool:
-    """JSON from orjson cannot carry NaN, but values built in Python can; refuse them at the door."""
+class _Unstorable(ValueError):
+    """A value that JSON cannot carry or the store cannot keep; the message is the reason."""
+
+
+def _storable(value: Any) -> Any:
+    """The value as the hub keeps it, or _Unstorable.
+
+    Numbers are IEEE doubles, as JSON readers treat them (I-JSON, RFC 7493): finite, and an integer beyond
+    ±2^53 must be one a double holds exactly. A whole number of that size is kept as an int while it fits
+    the store's JSON codec (orjson: -2^63 … 2^64-1), because PostgreSQL's jsonb prints 1.152921504606847e18
+    back as 1152921504606847000, a different number unless both sides are the exact integer. Text may not
+    hold NUL, which PostgreSQL cannot store.
+    """
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if -EXACT_INT <= value <= EXACT_INT:
+            return value
+        try:
+            as_double = float(value)
+        except OverflowError:
+            raise _Unstorable("numbers must be within the range of a double") from None
+        if as_double != value:
+            raise _Unstorable("integers beyond ±2^53 must be exact doubles (JSON numbers are doubles)")
+        value = as_double
     if isinstance(value, float):
-        return math.isfinite(value)
+        if not math.isfinite(value):
+            raise _Unstorable("numbers must be finite (no NaN or Infinity)")
+        if abs(value) >= EXACT_INT and -(2**63) <= value < 2**64:
+            return int(value)
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _Unstorable("text cannot contain NUL (U+0000)")
+        return value
     if isinstance(value, list):
-        return all(_finite(v) for v in value)
+        return [_storable(v) for v in value]
     if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    return True
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    return value
 
 
 def _parse_attribute(
@@ -91,10 +134,11 @@ def _parse_attribute(
         case "Property":
             if "value" not in raw or raw["value"] is None:
                 errors.add(f"{path}.value", "a Property needs a non-null value (delete the attribute to clear it)")
-            elif not _finite(raw["value"]):
-                errors.add(f"{path}.value", "numbers must be finite (no NaN or Infinity)")
             else:
-                out["value"] = raw["value"]
+                try:
+                    out["value"] = _storable(raw["value"])
+                except _Unstorable as exc:
+                    errors.add(f"{path}.value", str(exc))
         case "Relationship":
             target = raw.get("object")
             if not is_urn(target):
@@ -110,13 +154,16 @@ def _parse_attribute(
                     and all(isinstance(k, str) and isinstance(v, str) for k, v in language_map.items())):
                 errors.add(f"{path}.languageMap", "a LanguageProperty needs a map of language code to text")
             else:
-                out["languageMap"] = language_map
+                try:
+                    out["languageMap"] = _storable(language_map)
+                except _Unstorable as exc:
+                    errors.add(f"{path}.languageMap", str(exc))
         case _:
             errors.add(f"{path}.type", f"attribute type must be one of {', '.join(ATTRIBUTE_TYPES)}, not {kind!r}")
             return None
     if "unitCode" in raw:
         unit = raw["unitCode"]
-        if not (isinstance(unit, str) and 0 < len(unit) <= 16):
+        if not (isinstance(unit, str) and 0 < len(unit) <= 16 and "\x00" not in unit):
             errors.add(f"{path}.unitCode", "a UN/CEFACT unit code is a short string, e.g. CEL")
         else:
             out["unitCode"] = unit
