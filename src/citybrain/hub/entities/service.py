@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from citybrain.core.errors import Conflict, InvalidInput, NotFound
@@ -53,10 +53,6 @@ class UpsertOutcome:
     changes: list[EntityChange] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
-
-
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _bbox_columns(record_bbox: geo.BBox | None) -> dict[str, float | None]:
@@ -138,14 +134,67 @@ def upsert_entities(
                                 "observed_at": _observed_at(instance), "recorded_at": now, "actor": actor})
         outcome.changes.append(EntityChange(record.id, record.type, org_unit, operation, changed,
                                             to_ngsi(record.id, record.type, org_unit, location, attrs)))
-    if rows:
-        insert = _insert(session)(EntityRow)
-        update = {name: insert.excluded[name] for name in ENTITY_COLUMNS}
-        update["version"] = EntityRow.version + 1
-        session.execute(insert.on_conflict_do_update(index_elements=[EntityRow.id], set_=update), rows)
-    if history:
-        session.execute(sa.insert(AttributeHistoryRow), history)
+    _write(session, rows, history)
     return outcome
+
+
+# Batch writes go through the driver: SQLAlchemy's per-row parameter processing (ORM bulk insert) cost about
+# five times what SQLite itself spent on the rows. The values are converted exactly as the column types would
+# (orjson for JSON, the dialect's own datetime processor), so reads through the ORM see no difference.
+_ENTITY_INSERT = ("id", *ENTITY_COLUMNS[:-1], "created_at", "modified_at", "version")
+_HISTORY_INSERT = ("entity_id", "attribute", "instance", "observed_at", "recorded_at", "actor")
+_ENTITY_UPSERT_SQL = (
+    f"INSERT INTO entities ({', '.join(_ENTITY_INSERT)}) VALUES ({{values}}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in ENTITY_COLUMNS)
+    + ", version = entities.version + 1"
+)
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()  # what the engine's json_serializer writes (None becomes JSON null)
+
+
+def _write(session: Session, rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+    if not rows and not history:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    postgres = dialect.name == "postgresql"
+    time_type = EntityRow.__table__.c.created_at.type
+    to_db_time = time_type.dialect_impl(dialect).bind_processor(dialect) if not postgres else None
+    times: dict[datetime, Any] = {}
+
+    def db_time(moment: datetime | None) -> Any:
+        if moment is None:
+            return None
+        if moment not in times:
+            value = time_type.process_bind_param(moment, dialect)
+            times[moment] = to_db_time(value) if to_db_time else value
+        return times[moment]
+
+    entity_rows = [(r["id"], r["type"], r["org_unit"], _json_text(r["location"]), r["min_lon"], r["min_lat"],
+                    r["max_lon"], r["max_lat"], _json_text(r["attrs"]), db_time(r["created_at"]),
+                    db_time(r["modified_at"]), r["version"]) for r in rows]
+    history_rows = [(h["entity_id"], h["attribute"], _json_text(h["instance"]), db_time(h["observed_at"]),
+                     db_time(h["recorded_at"]), h["actor"]) for h in history]
+    if postgres:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor:
+            if entity_rows:
+                values = ", ".join("%s::jsonb" if name in ("location", "attrs") else "%s" for name in _ENTITY_INSERT)
+                cursor.executemany(_ENTITY_UPSERT_SQL.format(values=values), entity_rows)
+            if history_rows:
+                with cursor.copy(f"COPY attribute_history ({', '.join(_HISTORY_INSERT)}) FROM STDIN") as copy:
+                    for row in history_rows:
+                        copy.write_row(row)
+        return
+    if entity_rows:
+        connection.exec_driver_sql(_ENTITY_UPSERT_SQL.format(values=", ".join("?" * len(_ENTITY_INSERT))),
+                                   entity_rows)
+    if history_rows:
+        connection.exec_driver_sql(
+            f"INSERT INTO attribute_history ({', '.join(_HISTORY_INSERT)}) VALUES ({', '.join('?' * len(_HISTORY_INSERT))})",
+            history_rows)
 
 
 def row_to_ngsi(row: Any, *, sys_attrs: bool = False) -> dict[str, Any]:
