@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 8
     command_ack_timeout_s: float = 60.0
     system_health_interval_s: float = 30.0
+    system_heartbeat_timeout_s: float = Field(
+        90.0, description="A system that sent no heartbeat (nor passed a health check) for this long is down.")
+    webhook_batch_size: int = Field(100, description="Most entities one notification POST carries.")
+    retry_backoff_base_s: float = Field(1.0, description="First retry delay of webhooks and commands (doubles).")
+    retry_backoff_max_s: float = Field(300.0, description="Longest retry delay of webhooks and commands.")
+    command_max_attempts: int = Field(5, description="Delivery attempts before a pushed command fails.")
+    background_poll_interval_s: float = Field(
+        1.0, description="How often delivery, dispatch and health loops look for due work when not woken.")
+    delivery_lease_s: float = Field(
+        120.0, description="How long a worker owns claimed notifications/commands before others may retry them.")
+    subscription_cache_refresh_s: float = Field(
+        60.0, description="Backstop reload of the in-memory subscription cache (changes also reload it).")
+    notification_retention_days: float = Field(7.0, description="Delivered notifications are kept this long.")
 
     @property
     def database_url(self) -> str:

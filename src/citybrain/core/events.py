@@ -81,3 +81,19 @@ class OrgTreeChanged(Event, frozen=True, kw_only=True):
 
     root_code: str
     units: int
+
+
+class SubscriptionsChanged(Event, frozen=True, kw_only=True):
+    """A subscription was created, changed or deleted: every process reloads its subscription cache."""
+
+    subscription_id: str
+    operation: str  # created | updated | deleted
+
+
+class SystemHealthChanged(Event, frozen=True, kw_only=True):
+    """A connected system's health moved between unknown, up, degraded and down."""
+
+    system_id: str
+    status: str
+    previous: str
+    reason: str | None = None

@@ -47,7 +47,9 @@ class Base(DeclarativeBase):
 
 def import_all_models() -> sa.MetaData:
     """Import every capability's models so the metadata is complete (Alembic, tests)."""
-    import citybrain.hub.entities.models  # noqa: F401
-    import citybrain.hub.org.models  # noqa: F401
+    import citybrain.hub.commands.models
+    import citybrain.hub.entities.models
+    import citybrain.hub.org.models
+    import citybrain.hub.subscriptions.models  # noqa: F401
 
     return Base.metadata

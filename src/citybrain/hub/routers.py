@@ -6,4 +6,7 @@ from fastapi import APIRouter
 
 
 def extra() -> list[APIRouter]:
-    return []
+    from citybrain.hub.commands.router import commands_router, systems_router
+    from citybrain.hub.subscriptions.router import router as subscriptions_router
+
+    return [subscriptions_router, systems_router, commands_router]

@@ -1,0 +1,1 @@
+"""Feedback execution: connected systems (with their health) and the commands the hub sends them."""

@@ -1,0 +1,1 @@
+"""Subscriptions: a filter over entity changes + a webhook, delivered at least once through an outbox."""

@@ -1,0 +1,3 @@
+"""Fixtures shared by the hub tests."""
+
+from tests.hub.receiver import receiver  # noqa: F401  (a fixture, found by name)
