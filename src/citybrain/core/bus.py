@@ -41,10 +41,10 @@ class Bus(abc.ABC):
 
     stats: BusStats
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Connect / start delivery. Idempotent."""
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
+    async def stop(self) -> None:
         """Finish in-flight deliveries and disconnect. Idempotent."""
 
     @abc.abstractmethod

@@ -127,8 +127,8 @@ async def query_entities(
     q: Annotated[str | None, Query(max_length=2000, description='Attribute filter, e.g. pm25>75;status=="ok"')] = None,
     bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat")] = None,
     near: Annotated[str | None, Query(description="lon,lat — with maxDistance")] = None,
-    maxDistance: Annotated[float | None, Query(description="Metres from `near`")] = None,  # noqa: N803
-    orgUnit: Annotated[str | None, Query(description="Org unit code; includes its descendants")] = None,  # noqa: N803
+    maxDistance: Annotated[float | None, Query(description="Metres from `near`")] = None,
+    orgUnit: Annotated[str | None, Query(description="Org unit code; includes its descendants")] = None,
     attrs: Annotated[str | None, Query(description="Attributes to return, comma-separated")] = None,
     options: Annotated[Literal["sysAttrs"] | None, Query(description="sysAttrs adds createdAt/modifiedAt")] = None,
     count: Annotated[bool, Query(description="Also return the total number of matches")] = False,
