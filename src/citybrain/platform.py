@@ -17,6 +17,7 @@ from citybrain.core.bus import Bus, create_bus
 from citybrain.core.clock import Clock, SystemClock
 from citybrain.core.events import OrgTreeChanged
 from citybrain.db.migrate import upgrade
+from citybrain.db.point_reads import PointReader, point_reader_for
 from citybrain.db.session import create_db_engine, make_session_factory
 from citybrain.hub.entities.types import TypeRegistry
 from citybrain.hub.org.tree import OrgTree
@@ -44,6 +45,7 @@ class Platform:
         self.clock: Clock = clock or SystemClock()
         self.engine = create_db_engine(settings.database_url)
         self.sessions = make_session_factory(self.engine)
+        self.point_reads: PointReader = point_reader_for(self.engine)
         self.bus: Bus = bus or create_bus(settings.bus)
         self.types = TypeRegistry()
         self.org_tree = OrgTree()
@@ -75,6 +77,7 @@ class Platform:
             return
         self._started = True
         await self.bus.start()
+        await self.point_reads.start()
         self._unsubscribers.append(await self.bus.subscribe(OrgTreeChanged, self._reload_tree))
         from citybrain.hub import background
 
@@ -95,6 +98,7 @@ class Platform:
         for unsubscribe in self._unsubscribers:
             await unsubscribe()
         self._unsubscribers.clear()
+        await self.point_reads.stop()
         await self.bus.stop()
 
     def dispose(self) -> None:

@@ -12,11 +12,11 @@ from citybrain.core.errors import InvalidInput
 from citybrain.platform import Platform
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:  # async: a sync dependency costs a thread hop
     return request.app.state.platform
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
     """The context of this request. Until authentication lands, the actor is the client address and the
     scope is unrestricted; the governance layer replaces this dependency with the authenticated one."""
     client = request.client.host if request.client else "unknown"
@@ -40,12 +40,7 @@ JsonBody = Annotated[Any, Depends(json_body)]
 
 
 class PageParams:
-    def __init__(
-        self,
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=1000, description="Items per page (at most 1000).")] = 100,
-        cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
-    ) -> None:
+    def __init__(self, request: Request, limit: int, cursor: str | None) -> None:
         self.limit = limit
         self.cursor = cursor
         self.request = request
@@ -57,7 +52,15 @@ class PageParams:
         return {"Link": f'<{url}>; rel="next"'}
 
 
-PageDep = Annotated[PageParams, Depends()]
+async def page_params(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page (at most 1000).")] = 100,
+    cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
+) -> PageParams:
+    return PageParams(request, limit, cursor)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 def json_response_bytes(content: Any) -> bytes:

@@ -169,15 +169,12 @@ async def get_entity(
     options: Annotated[Literal["sysAttrs"] | None, Query()] = None,
 ) -> Response:
     _require_urn(entity_id)
-
-    def work() -> dict[str, Any]:
-        with platform.session() as session:
-            row = service.get_entity(session, entity_id=entity_id)
-            if ctx.org_scope is not None and (row.org_unit is None or not platform.org_tree.within(row.org_unit, ctx.org_scope)):
-                raise NotFound(f"entity {entity_id} does not exist")  # do not reveal what is out of scope
-            return service.row_to_ngsi(row, sys_attrs=options == "sysAttrs")
-
-    entity = await platform.run(work)
+    found = await service.read_entity(platform.point_reads, entity_id, sys_attrs=options == "sysAttrs")
+    if found is None:
+        raise NotFound(f"entity {entity_id} does not exist")
+    org_unit, entity = found
+    if ctx.org_scope is not None and (org_unit is None or not platform.org_tree.within(org_unit, ctx.org_scope)):
+        raise NotFound(f"entity {entity_id} does not exist")  # do not reveal what is out of scope
     wanted = set(_csv(attrs))
     if wanted:
         entity = {k: v for k, v in entity.items() if k in ("id", "type") or k in wanted}

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from citybrain.core.errors import Conflict, InvalidInput, NotFound
+from citybrain.db.point_reads import PointReader
 from citybrain.hub.entities import geo
 from citybrain.hub.entities.models import AttributeHistoryRow, EntityRow
 from citybrain.hub.entities.ngsi import EntityRecord, parse_datetime, to_ngsi
@@ -201,6 +202,22 @@ def row_to_ngsi(row: Any, *, sys_attrs: bool = False) -> dict[str, Any]:
     return to_ngsi(row.id, row.type, row.org_unit, row.location, row.attrs,
                    created_at=row.created_at if sys_attrs else None,
                    modified_at=row.modified_at if sys_attrs else None)
+
+
+_READ_ENTITY_SQL = ("SELECT id, type, org_unit, location, attrs, created_at, modified_at FROM entities "
+                    "WHERE id = ?")
+
+
+async def read_entity(reader: PointReader, entity_id: str, *, sys_attrs: bool = False,
+                      ) -> tuple[str | None, dict[str, Any]] | None:
+    """One entity's org unit and NGSI-LD form, or None; the API's hot read (see db.point_reads)."""
+    row = await reader.fetch_one(_READ_ENTITY_SQL, (entity_id,), json_columns=(3, 4),
+                                 time_columns=(5, 6) if sys_attrs else ())
+    if row is None:
+        return None
+    entity = to_ngsi(row[0], row[1], row[2], row[3], row[4],
+                     created_at=row[5] if sys_attrs else None, modified_at=row[6] if sys_attrs else None)
+    return row[2], entity
 
 
 def get_entity(session: Session, *, entity_id: str) -> EntityRow:
