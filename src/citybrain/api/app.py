@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,17 @@ event bus for every department system and device.
 """
 
 
-def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
+def tune_garbage_collector() -> None:
+    """Collect less often in a server process. A 1,000-entity batch allocates ~100k short-lived dicts,
+    and with the default gen-0 threshold (700) the collector re-walked the long-lived heap (org tree,
+    registries, modules) so often that it took a quarter of the batch's time. Objects alive at start-up
+    are frozen out of collection; cyclic garbage is still collected, just in larger rounds."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_shutdown: bool = False) -> FastAPI:
     """Build the API around a platform. With `manage_lifecycle`, the app starts and stops the platform's
     bus and background services with the server."""
 
@@ -36,11 +47,14 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await platform.start()
+            tune_garbage_collector()
         try:
             yield
         finally:
             if manage_lifecycle:
                 await platform.stop()
+            if dispose_on_shutdown:
+                platform.dispose()
 
     app = FastAPI(title="CityBrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.platform = platform
@@ -83,3 +97,14 @@ def _extra_routers() -> list:
     from citybrain.hub import routers
 
     return routers.extra()
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one server process, configured by CITYBRAIN_* variables: the factory behind
+    `citybrain serve --workers N` (and `uvicorn --factory citybrain.api.app:app_from_environment`).
+    The store must already be migrated; the process that spawns the workers does that once."""
+    from citybrain.settings import Settings
+
+    platform = Platform(Settings())
+    platform.load_state()
+    return create_app(platform, dispose_on_shutdown=True)

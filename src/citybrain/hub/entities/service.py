@@ -56,15 +56,7 @@ class UpsertOutcome:
     errors: list[ItemError] = field(default_factory=list)
 
 
-def _bbox_columns(record_bbox: geo.BBox | None) -> dict[str, float | None]:
-    if record_bbox is None:
-        return {"min_lon": None, "min_lat": None, "max_lon": None, "max_lat": None}
-    return dict(zip(("min_lon", "min_lat", "max_lon", "max_lat"), record_bbox, strict=True))
-
-
-def _observed_at(instance: dict[str, Any]) -> datetime | None:
-    value = instance.get("observedAt")
-    return parse_datetime(value) if value is not None else None
+_NO_BBOX: tuple[None, None, None, None] = (None, None, None, None)
 
 
 def upsert_entities(
@@ -93,8 +85,11 @@ def upsert_entities(
                       EntityRow.created_at).where(EntityRow.id.in_(ids))
         )
     }
-    rows: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
+    to_db = _TimeBinder(session)
+    db_now = to_db(now)
+    rows: list[tuple[Any, ...]] = []
+    history: list[tuple[Any, ...]] = []
+    changes = outcome.changes
     for index, record in records:
         old = current.get(record.id)
         if old is not None and old.type != record.type:
@@ -105,7 +100,7 @@ def upsert_entities(
             attrs, location, bbox, org_unit = record.attrs, record.location, record.bbox, record.org_unit
             changed = list(attrs)
             operation: Literal["created", "updated"] = "created"
-            created_at = now
+            created_at = db_now
         else:
             if mode == "merge":
                 attrs = {**old.attrs, **record.attrs}
@@ -124,23 +119,23 @@ def upsert_entities(
             if not changed:
                 outcome.unchanged.append(record.id)
                 continue
-            operation, created_at = "updated", old.created_at
-        rows.append({"id": record.id, "type": record.type, "org_unit": org_unit, "location": location,
-                     **_bbox_columns(bbox), "attrs": attrs, "created_at": created_at, "modified_at": now,
-                     "version": 1})
+            operation, created_at = "updated", to_db(old.created_at)
+        rows.append((record.id, record.type, org_unit, _json_text(location), *(bbox or _NO_BBOX),
+                     _json_text(attrs), created_at, db_now, 1))
         for name in changed:
             instance = attrs.get(name)
             if instance is not None:
-                history.append({"entity_id": record.id, "attribute": name, "instance": instance,
-                                "observed_at": _observed_at(instance), "recorded_at": now, "actor": actor})
-        outcome.changes.append(EntityChange(record.id, record.type, org_unit, operation, changed,
-                                            to_ngsi(record.id, record.type, org_unit, location, attrs)))
+                observed = instance.get("observedAt")
+                history.append((record.id, name, _json_text(instance),
+                                to_db(parse_datetime(observed)) if observed is not None else None, db_now, actor))
+        changes.append(EntityChange(record.id, record.type, org_unit, operation, changed,
+                                    to_ngsi(record.id, record.type, org_unit, location, attrs)))
     _write(session, rows, history)
     return outcome
 
 
 # Batch writes go through the driver: SQLAlchemy's per-row parameter processing (ORM bulk insert) cost about
-# five times what SQLite itself spent on the rows. The values are converted exactly as the column types would
+# five times what SQLite itself spent on the rows. Values are converted exactly as the column types would
 # (orjson for JSON, the dialect's own datetime processor), so reads through the ORM see no difference.
 _ENTITY_INSERT = ("id", *ENTITY_COLUMNS[:-1], "created_at", "modified_at", "version")
 _HISTORY_INSERT = ("entity_id", "attribute", "instance", "observed_at", "recorded_at", "actor")
@@ -149,53 +144,59 @@ _ENTITY_UPSERT_SQL = (
     + ", ".join(f"{name} = excluded.{name}" for name in ENTITY_COLUMNS)
     + ", version = entities.version + 1"
 )
+_SQLITE_ENTITY_UPSERT = _ENTITY_UPSERT_SQL.format(values=", ".join("?" * len(_ENTITY_INSERT)))
+_SQLITE_HISTORY_INSERT = (f"INSERT INTO attribute_history ({', '.join(_HISTORY_INSERT)}) "
+                          f"VALUES ({', '.join('?' * len(_HISTORY_INSERT))})")
+_POSTGRES_ENTITY_UPSERT = _ENTITY_UPSERT_SQL.format(
+    values=", ".join("%s::jsonb" if name in ("location", "attrs") else "%s" for name in _ENTITY_INSERT))
+_POSTGRES_HISTORY_COPY = f"COPY attribute_history ({', '.join(_HISTORY_INSERT)}) FROM STDIN"
 
 
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()  # what the engine's json_serializer writes (None becomes JSON null)
 
 
-def _write(session: Session, rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+class _TimeBinder:
+    """Timestamps as the driver takes them for our UTC column type (memoised: a batch shares a few)."""
+
+    def __init__(self, session: Session) -> None:
+        dialect = session.get_bind().dialect
+        self._column_type = EntityRow.__table__.c.created_at.type
+        self._dialect = dialect
+        self._to_driver = (None if dialect.name == "postgresql"
+                           else self._column_type.dialect_impl(dialect).bind_processor(dialect))
+        self._seen: dict[datetime, Any] = {}
+
+    def __call__(self, moment: datetime | None) -> Any:
+        if moment is None:
+            return None
+        value = self._seen.get(moment)
+        if value is None:
+            value = self._column_type.process_bind_param(moment, self._dialect)
+            if self._to_driver is not None:
+                value = self._to_driver(value)
+            self._seen[moment] = value
+        return value
+
+
+def _write(session: Session, rows: list[tuple[Any, ...]], history: list[tuple[Any, ...]]) -> None:
     if not rows and not history:
         return
     connection = session.connection()
-    dialect = connection.dialect
-    postgres = dialect.name == "postgresql"
-    time_type = EntityRow.__table__.c.created_at.type
-    to_db_time = time_type.dialect_impl(dialect).bind_processor(dialect) if not postgres else None
-    times: dict[datetime, Any] = {}
-
-    def db_time(moment: datetime | None) -> Any:
-        if moment is None:
-            return None
-        if moment not in times:
-            value = time_type.process_bind_param(moment, dialect)
-            times[moment] = to_db_time(value) if to_db_time else value
-        return times[moment]
-
-    entity_rows = [(r["id"], r["type"], r["org_unit"], _json_text(r["location"]), r["min_lon"], r["min_lat"],
-                    r["max_lon"], r["max_lat"], _json_text(r["attrs"]), db_time(r["created_at"]),
-                    db_time(r["modified_at"]), r["version"]) for r in rows]
-    history_rows = [(h["entity_id"], h["attribute"], _json_text(h["instance"]), db_time(h["observed_at"]),
-                     db_time(h["recorded_at"]), h["actor"]) for h in history]
-    if postgres:
+    if connection.dialect.name == "postgresql":
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor:
-            if entity_rows:
-                values = ", ".join("%s::jsonb" if name in ("location", "attrs") else "%s" for name in _ENTITY_INSERT)
-                cursor.executemany(_ENTITY_UPSERT_SQL.format(values=values), entity_rows)
-            if history_rows:
-                with cursor.copy(f"COPY attribute_history ({', '.join(_HISTORY_INSERT)}) FROM STDIN") as copy:
-                    for row in history_rows:
+            if rows:
+                cursor.executemany(_POSTGRES_ENTITY_UPSERT, rows)
+            if history:
+                with cursor.copy(_POSTGRES_HISTORY_COPY) as copy:
+                    for row in history:
                         copy.write_row(row)
         return
-    if entity_rows:
-        connection.exec_driver_sql(_ENTITY_UPSERT_SQL.format(values=", ".join("?" * len(_ENTITY_INSERT))),
-                                   entity_rows)
-    if history_rows:
-        connection.exec_driver_sql(
-            f"INSERT INTO attribute_history ({', '.join(_HISTORY_INSERT)}) VALUES ({', '.join('?' * len(_HISTORY_INSERT))})",
-            history_rows)
+    if rows:
+        connection.exec_driver_sql(_SQLITE_ENTITY_UPSERT, rows)
+    if history:
+        connection.exec_driver_sql(_SQLITE_HISTORY_INSERT, history)
 
 
 def row_to_ngsi(row: Any, *, sys_attrs: bool = False) -> dict[str, Any]:
