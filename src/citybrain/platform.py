@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from citybrain.core.bus import Bus, create_bus
 from citybrain.core.clock import Clock, SystemClock
-from citybrain.core.events import OrgTreeChanged
+from citybrain.core.events import EntityTypesChanged, OrgTreeChanged
 from citybrain.db.migrate import upgrade
 from citybrain.db.point_reads import PointReader, point_reader_for
 from citybrain.db.session import create_db_engine, make_session_factory
@@ -46,7 +46,8 @@ class Platform:
         self.engine = create_db_engine(settings.database_url)
         self.sessions = make_session_factory(self.engine)
         self.point_reads: PointReader = point_reader_for(self.engine)
-        self.bus: Bus = bus or create_bus(settings.bus)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self.bus: Bus = bus or create_bus(settings.bus, stream=settings.bus_stream)
         self.types = TypeRegistry()
         self.org_tree = OrgTree()
         self.change_hooks: list[ChangeHook] = []
@@ -78,7 +79,9 @@ class Platform:
         self._started = True
         await self.bus.start()
         await self.point_reads.start()
+        # Plain (not group) subscriptions: with several API processes on a shared bus, each reloads its own.
         self._unsubscribers.append(await self.bus.subscribe(OrgTreeChanged, self._reload_tree))
+        self._unsubscribers.append(await self.bus.subscribe(EntityTypesChanged, self._reload_types))
         from citybrain.hub import background
 
         self.services = background.services_for(self)
@@ -113,6 +116,11 @@ class Platform:
 
         self.org_tree = await anyio.to_thread.run_sync(load)
 
+    async def _reload_types(self, _event: EntityTypesChanged) -> None:
+        from citybrain.hub.entities import flows as entity_flows
+
+        self.types = await anyio.to_thread.run_sync(entity_flows.load_types, self)
+
     # ------------------------------------------------------------------ data access
 
     @contextmanager
@@ -123,7 +131,13 @@ class Platform:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
+        """A write transaction: commits when the block ends, rolls back on any error."""
         with self.sessions() as session, session.begin():
+            if self._sqlite:
+                # Take SQLite's write lock before the first read. A deferred transaction reads a snapshot
+                # that another writer (thread or process) may change before this one writes, so an upsert
+                # would diff against stale rows, or fail with SQLITE_BUSY_SNAPSHOT across processes.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
