@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,18 +63,39 @@ def _logging(verbose: bool) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _serve(settings: Settings, platform: Any) -> None:
+WorkersOpt = Annotated[int, typer.Option(
+    "--workers", min=1, max=64,
+    help="API server processes. More than one needs a shared bus (--bus nats://…), so that every process "
+         "sees the changes the others make (org tree, types, subscriptions).")]
+
+
+def _serve(settings: Settings, platform: Any, workers: int = 1) -> None:
     import uvicorn
 
     from citybrain.api.app import create_app
 
-    api = create_app(platform)
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold green]CityBrain is up[/bold green] at [link={url}]{url}[/link]  "
-                  f"(API docs {url}/docs · store {platform.dialect} · bus {settings.bus}) — Ctrl-C stops it")
+                  f"(API docs {url}/docs · store {platform.dialect} · bus {settings.bus}"
+                  f"{f' · {workers} workers' if workers > 1 else ''}) — Ctrl-C stops it")
+    if workers > 1:
+        # Each worker builds its own platform from the environment; this one only migrated the store.
+        platform.dispose()
+        os.environ.update({"CITYBRAIN_DB": settings.database_url, "CITYBRAIN_BUS": settings.bus,
+                           "CITYBRAIN_HOME": str(settings.home), "CITYBRAIN_BUS_STREAM": settings.bus_stream})
+        uvicorn.run("citybrain.api.app:app_from_environment", factory=True, workers=workers, host=settings.host,
+                    port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+        return
+    api = create_app(platform)
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="info", access_log=False,
                 timeout_graceful_shutdown=5)
     platform.dispose()
+
+
+def _check_workers(workers: int, bus: str) -> None:
+    if workers > 1 and bus == "memory":
+        _fail(f"--workers {workers} needs a shared bus: add --bus nats://127.0.0.1:4222 (the in-process bus "
+              "cannot tell one worker what another changed)")
 
 
 @app.command()
@@ -84,11 +106,13 @@ def up(
     bus: BusOpt = "memory",
     home: HomeOpt = Path(".citybrain"),
     district: Annotated[str, typer.Option(help="Demo district: pudong, haidian, xihu, or a division code.")] = "pudong",
+    workers: WorkersOpt = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the City Brain with the demo district: migrate the store, load the district's org tree
     (idempotent), then serve the API and docs until Ctrl-C."""
     _logging(verbose)
+    _check_workers(workers, bus)
     settings = _settings(host=host, port=port, db=db, bus=bus, home=home)
     platform = _platform(settings)
     from citybrain.hub.org.flows import import_district
@@ -99,7 +123,7 @@ def up(
         _fail(exc.detail)
     console.print(f"Demo district {counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
                   f"{counts['villages']} villages/communities, {len(platform.org_tree)} org units in all")
-    _serve(settings, platform)
+    _serve(settings, platform, workers)
 
 
 @app.command()
@@ -109,12 +133,14 @@ def serve(
     db: DbOpt = "",
     bus: BusOpt = "memory",
     home: HomeOpt = Path(".citybrain"),
+    workers: WorkersOpt = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve the API on an existing store (migrating it first), without loading demo data."""
     _logging(verbose)
+    _check_workers(workers, bus)
     settings = _settings(host=host, port=port, db=db, bus=bus, home=home)
-    _serve(settings, _platform(settings))
+    _serve(settings, _platform(settings), workers)
 
 
 @app.command()
@@ -139,16 +165,30 @@ def import_divisions(
                                                "prefix), or a packaged district: pudong, haidian, xihu.")],
     db: DbOpt = "",
     home: HomeOpt = Path(".citybrain"),
+    bus: Annotated[str, typer.Option("--bus", help="Also tell the servers on this bus (nats://…) to reload "
+                                                   "the tree; with 'memory' they see it when restarted.")] = "memory",
 ) -> None:
     """Load a district's towns/streets and villages/communities (china-division CSV layout), with the
     standard functional departments. Importing again updates and never duplicates."""
-    from citybrain.hub.org.flows import import_district
+    from citybrain.hub.org.flows import announce, import_district
 
-    platform = _platform(_settings(db=db, home=home))
+    platform = _platform(_settings(db=db, home=home, bus=bus))
     try:
         counts = import_district(platform, source)
     except CityBrainError as exc:
         _fail(exc.detail)
+    if bus != "memory":
+        async def tell_servers() -> None:
+            await platform.bus.start()
+            try:
+                await announce(platform, str(counts["district"]), Context(actor="cli", org_scope=None))
+            finally:
+                await platform.bus.stop()
+
+        try:
+            asyncio.run(tell_servers())
+        except Exception as exc:  # the tree is stored either way; say what did not reach the servers
+            _fail(f"district stored, but the servers were not told ({bus}): {type(exc).__name__}: {exc}")
     console.print(f"{counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
                   f"{counts['villages']} villages/communities; {counts['created']} units created, "
                   f"{counts['updated']} updated")

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     home: Path = Field(Path(".citybrain"), description="Where embedded state lives (SQLite file, lake).")
     db: str = Field("", description="Operational store URL; empty means a SQLite file under `home`.")
     bus: str = Field("memory", description="'memory' (in-process) or nats://host:port (JetStream).")
+    bus_stream: str = Field("CITYBRAIN", description="JetStream stream holding the events (one per City Brain).")
     host: str = "127.0.0.1"
     port: int = 8000
     district: str = Field("310115", description="Division code of the demo district loaded by `up`.")

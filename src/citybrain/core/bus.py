@@ -159,12 +159,12 @@ class InProcessBus(Bus):
         self._groups.clear()
 
 
-def create_bus(url: str) -> Bus:
-    """`memory` → in-process; `nats://host:port` → NATS JetStream."""
+def create_bus(url: str, *, stream: str = "CITYBRAIN") -> Bus:
+    """`memory` → in-process; `nats://host:port` → NATS JetStream (events kept in `stream`)."""
     if url in ("memory", "inprocess", ""):
         return InProcessBus()
     if url.startswith(("nats://", "tls://")):
         from citybrain.core.nats_bus import NatsBus
 
-        return NatsBus(url)
+        return NatsBus(url, stream=stream)
     raise ValueError(f"unknown bus {url!r}: use 'memory' or 'nats://host:port'")

@@ -83,6 +83,13 @@ class OrgTreeChanged(Event, frozen=True, kw_only=True):
     units: int
 
 
+class EntityTypesChanged(Event, frozen=True, kw_only=True):
+    """An operator defined, changed or removed an entity type: every process reloads its type registry."""
+
+    type_name: str
+    operation: str  # defined | removed
+
+
 class SubscriptionsChanged(Event, frozen=True, kw_only=True):
     """A subscription was created, changed or deleted: every process reloads its subscription cache."""
 

@@ -34,6 +34,7 @@ ACK_WAIT = 30.0  # seconds a member may hold a batch before JetStream assumes it
 MAX_DELIVER = 5  # deliveries of one message before JetStream gives up on it (a batch that kills its handler)
 MAX_ACK_PENDING = 256  # batches in flight per consumer: bounds client memory at ~128 MB per consumer
 STREAM_MAX_AGE = 7 * 24 * 3600.0  # how long a consumer group may be away and still catch up
+STREAM_MAX_BYTES = 8 * 2**30  # and a ceiling on disk: past it the oldest events go first
 SERVER_CHECK_INTERVAL = 0.25  # drain: how often to ask the server about group members in other processes
 
 
@@ -81,11 +82,12 @@ class NatsBus(Bus):
     - A message that cannot be decoded (unknown event type, malformed JSON) is logged and terminated.
     """
 
-    def __init__(self, url: str, *, stream: str = "CITYBRAIN", subject_prefix: str = "citybrain.ev",
+    def __init__(self, url: str, *, stream: str = "CITYBRAIN", subject_prefix: str | None = None,
                  publish_timeout: float = 30.0) -> None:
         self.url = url
         self.stream = stream
-        self.subject_prefix = subject_prefix
+        # Streams may not share subjects, so each stream's subjects are named after it: citybrain.ev.>
+        self.subject_prefix = subject_prefix or f"{stream.lower()}.ev"
         self.publish_timeout = publish_timeout
         self.stats = BusStats()
         self._nc: Client | None = None
@@ -137,7 +139,7 @@ class NatsBus(Bus):
             # Two processes creating it at once is fine: an identical add_stream is idempotent.
             await self._js.add_stream(api.StreamConfig(
                 name=self.stream, subjects=[subjects], storage=api.StorageType.FILE,
-                retention=api.RetentionPolicy.LIMITS, max_age=STREAM_MAX_AGE,
+                retention=api.RetentionPolicy.LIMITS, max_age=STREAM_MAX_AGE, max_bytes=STREAM_MAX_BYTES,
             ))
             return
         if subjects not in (info.config.subjects or []):

@@ -19,7 +19,7 @@ from citybrain.core.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from citybrain.core.events import EntityChanged
+from citybrain.core.events import EntityChanged, EntityTypesChanged
 from citybrain.hub.entities import service
 from citybrain.hub.entities.models import EntityRow, EntityTypeRow
 from citybrain.hub.entities.ngsi import EntityRecord, parse_attributes, parse_entity
@@ -202,7 +202,7 @@ async def delete_attribute(platform: Platform, entity_id: str, attribute: str, *
     await platform.bus.publish(*_events(changes, ctx))
 
 
-async def define_type(platform: Platform, spec: TypeSpec, *, now: datetime) -> TypeSpec:
+async def define_type(platform: Platform, spec: TypeSpec, *, now: datetime, ctx: Context) -> TypeSpec:
     existing = platform.types.get(spec.name)
     if existing is not None and existing.source != "operator":
         raise Conflict(f"type {spec.name} is defined by {existing.source} and cannot be changed through the API")
@@ -218,10 +218,11 @@ async def define_type(platform: Platform, spec: TypeSpec, *, now: datetime) -> T
 
     await platform.run(work)
     platform.types.add(spec, replace=True)
+    await platform.bus.publish(EntityTypesChanged(context=ctx, type_name=spec.name, operation="defined"))
     return spec
 
 
-async def remove_type(platform: Platform, name: str) -> None:
+async def remove_type(platform: Platform, name: str, *, ctx: Context) -> None:
     existing = platform.types.get(name)
     if existing is None:
         raise NotFound(f"entity type {name} does not exist")
@@ -237,3 +238,4 @@ async def remove_type(platform: Platform, name: str) -> None:
 
     await platform.run(work)
     platform.types.remove(name)
+    await platform.bus.publish(EntityTypesChanged(context=ctx, type_name=name, operation="removed"))

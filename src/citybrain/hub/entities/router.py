@@ -306,13 +306,13 @@ async def get_type(platform: PlatformDep, name: Annotated[str, Path(max_length=1
 
 
 @types_router.put("/{name}", response_model=TypeSpec, summary="Define or change an operator entity type")
-async def put_type(platform: PlatformDep, name: Annotated[str, Path(max_length=128)], spec: TypeSpec) -> TypeSpec:
+async def put_type(platform: PlatformDep, ctx: ContextDep, name: Annotated[str, Path(max_length=128)], spec: TypeSpec) -> TypeSpec:
     if spec.name != name:
         raise InvalidInput.at("name", "the body's name differs from the name in the URL")
-    return await flows.define_type(platform, spec, now=platform.clock.now())
+    return await flows.define_type(platform, spec, now=platform.clock.now(), ctx=ctx)
 
 
 @types_router.delete("/{name}", status_code=204, summary="Remove an operator entity type no entity uses")
-async def delete_type(platform: PlatformDep, name: Annotated[str, Path(max_length=128)]) -> Response:
-    await flows.remove_type(platform, name)
+async def delete_type(platform: PlatformDep, ctx: ContextDep, name: Annotated[str, Path(max_length=128)]) -> Response:
+    await flows.remove_type(platform, name, ctx=ctx)
     return Response(status_code=204)
