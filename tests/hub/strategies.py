@@ -7,6 +7,7 @@ hand them to `parse_entity` directly or through the HTTP API.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from shapely.geometry import shape
 
 from citybrain.hub.entities.ngsi import ATTRIBUTE_META_KEYS, ENTITY_KEYS, ORG_UNIT_PREFIX
+from citybrain.hub.entities.query import And, Compare, Exists, Or, Range
 from citybrain.hub.entities.types import AttrKind, AttrSpec, TypeRegistry, TypeSpec
 from citybrain.hub.org.divisions import read_divisions
 
@@ -557,3 +559,222 @@ def same_json(a: Any, b: Any) -> bool:
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
+
+
+# -------------------------------------------------------------------------------------- q expressions
+
+# Entities over a few attribute names and a small pool of values, and q expressions over the same names and
+# values, so comparisons hit, and narrowly miss, what the entities hold. Expressions are drawn as trees of
+# query.py's nodes and rendered to text, so a test can check the parser as well as the two evaluators.
+
+Q_TYPES = (OPEN_TYPE.name, OTHER_OPEN_TYPE.name)
+Q_NAMES = ("a", "b", "c", "rel", "value")
+Q_KEYS = ("k", "m", "x", "value", "object")  # keys inside compound values (and what q puts in [brackets])
+Q_SUB_ATTRIBUTES = ("k", "m")  # sub-attribute names, which `a[k]` must not reach (it goes into the value)
+Q_URNS = ("urn:ngsi-ld:Thing:1", "urn:ngsi-ld:Thing:2", "urn:cb:z")
+Q_NUMBERS = (0, 1, -1, 2, 7, -7, 1.5, -2.5, 0.1, 2.0, -0.0, 1e-9, 1e20, EXACT_INT, -EXACT_INT, 2**60, 1e300)
+Q_STRINGS = ("", "ok", "OK", "ok ", "杭州", "西湖区", 'a"b', "a\\b", "b", "z", "é", "e\u0301", "🚦", "\uffff",
+             "true", "1", *Q_URNS)
+# Number literals stay within what a double holds exactly (the others are a known bug, test_query_properties).
+q_numbers = st.one_of(st.sampled_from(Q_NUMBERS), st.sampled_from(Q_NUMBERS), st.integers(-3, 3),
+                      st.floats(-10, 10, allow_nan=False, allow_infinity=False), finite_floats,
+                      st.integers(-EXACT_INT, EXACT_INT))
+q_strings = st.one_of(st.sampled_from(Q_STRINGS), st.sampled_from(Q_STRINGS), st.text(TEXT_CHARS, max_size=4))
+q_scalars = st.one_of(q_numbers, q_strings, st.booleans())
+_q_nested = st.recursive(q_scalars | st.none(),
+                         lambda kids: st.dictionaries(st.sampled_from(Q_KEYS), kids, max_size=3)
+                         | st.lists(kids, max_size=2), max_leaves=5)
+q_values = st.one_of(q_scalars, q_scalars, st.dictionaries(st.sampled_from(Q_KEYS), _q_nested, min_size=1, max_size=3),
+                     st.lists(_q_nested, max_size=2))
+
+
+@st.composite
+def q_attributes(draw: st.DrawFn) -> dict[str, Any]:
+    """A Property (scalar or compound value, sometimes with a sub-attribute), a Relationship or a GeoProperty."""
+    match draw(st.integers(0, 5)):
+        case 0:
+            return {"type": "Relationship", "object": draw(st.sampled_from(Q_URNS))}
+        case 1:
+            return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": draw(positions())}}
+        case 2:
+            return {"type": "Property", "value": draw(q_values),
+                    draw(st.sampled_from(Q_SUB_ATTRIBUTES)): {"type": "Property", "value": draw(q_scalars)}}
+        case _:
+            return {"type": "Property", "value": draw(q_values)}
+
+
+@st.composite
+def q_entity_sets(
+    draw: st.DrawFn,
+    *,
+    max_size: int = 12,
+    locations: st.SearchStrategy[dict[str, Any] | None] | None = None,
+    org_unit_codes: tuple[str, ...] = (),
+    varied_ids: bool = False,
+) -> list[dict[str, Any]]:
+    """Entities of the two open test types, each holding some of Q_NAMES (missing ones are the point), with
+    unique ids (plain numbered ones, or any URN with `varied_ids`), a location drawn from `locations` (None:
+    no location) and an orgUnit among `org_unit_codes` (or none)."""
+    count = 0 if draw(st.integers(0, 9)) == 0 else draw(st.integers(min(3, max_size), max_size))
+    ids: set[str] = set()
+    out = []
+    for index in range(count):
+        type_name = draw(st.sampled_from(Q_TYPES))
+        if varied_ids:
+            entity_id = draw(entity_ids(type_name).filter(lambda i: i not in ids))
+        else:
+            entity_id = f"urn:ngsi-ld:{type_name}:{index:03d}"
+        ids.add(entity_id)
+        entity: dict[str, Any] = {"id": entity_id, "type": type_name}
+        for name in Q_NAMES:
+            if draw(st.booleans()):
+                entity[name] = draw(q_attributes())
+        if locations is not None:
+            location = draw(locations)
+            if location is not None:
+                entity["location"] = {"type": "GeoProperty", "value": location}
+        if org_unit_codes and draw(st.booleans()):
+            entity["orgUnit"] = {"type": "Relationship", "object": ORG_UNIT_PREFIX + draw(st.sampled_from(org_unit_codes))}
+        out.append(entity)
+    return out
+
+
+q_paths = st.builds(lambda name, keys: (name, *keys), st.sampled_from(Q_NAMES),
+                    st.just([]) | st.just([]) | st.lists(st.sampled_from(Q_KEYS), min_size=1, max_size=2))
+
+
+QHint = tuple[tuple[str, ...], str, Any]  # a path, the type name of the value there, the value if scalar
+
+
+def q_hints(entities: list[dict[str, Any]]) -> tuple[QHint, ...]:
+    """The paths q can reach in these entities and what they hold, so expressions can aim at them. The type
+    name is part of each hint because 1, 1.0 and True are one key to a tuple's equality."""
+    found: list[QHint] = []
+
+    def walk(path: tuple[str, ...], value: Any) -> None:
+        found.append((path, type(value).__name__, value if not isinstance(value, dict | list) else None))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk((*path, key), item)
+
+    for entity in entities:
+        for name in Q_NAMES:
+            if name in entity:
+                attribute = entity[name]
+                walk((name,), attribute.get("value", attribute.get("object")))
+    return tuple(dict.fromkeys(found))
+
+
+def _beside(value: Any) -> list[Any]:
+    """The value and (numbers only) its neighbours: one apart for whole numbers, one ulp apart otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return [value]
+    if isinstance(value, int) and abs(value) < EXACT_INT:
+        return [value, value - 1, value + 1]
+    return [value, math.nextafter(value, -math.inf), math.nextafter(value, math.inf)]
+
+
+@st.composite
+def q_compares(draw: st.DrawFn, hints: tuple[QHint, ...] = ()) -> Compare:
+    """A comparison; with hints, mostly one aimed at a value an entity holds."""
+    scalar_hints = [h for h in hints if h[1] not in ("dict", "list", "NoneType")]
+    aimed = bool(scalar_hints) and draw(st.integers(0, 2)) > 0
+    if aimed:
+        path, _, target = draw(st.sampled_from(scalar_hints))
+        numbers = st.sampled_from(_beside(target)) if _is_q_number(target) else q_numbers
+        strings = st.just(target) if isinstance(target, str) else q_strings
+        scalars = st.one_of(st.just(target), st.just(target), q_scalars)
+    else:
+        path, numbers, strings, scalars = draw(q_paths), q_numbers, q_strings, q_scalars
+    op = draw(st.sampled_from(["==", "!=", ">=", "<=", ">", "<"]))
+    value: Any
+    if op not in ("==", "!="):
+        value = draw(st.one_of(numbers, strings) if not aimed or isinstance(target, bool) else
+                     numbers if _is_q_number(target) else strings)
+    else:
+        match draw(st.integers(0, 4)):
+            case 3:
+                value = Range(draw(numbers), draw(numbers))  # low > high is allowed: an empty range
+            case 4:
+                value = tuple(draw(st.lists(scalars, min_size=2, max_size=3)))
+            case _:
+                value = draw(scalars)
+    return Compare(path, op, value)  # type: ignore[arg-type]
+
+
+def _is_q_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def q_nodes(hints: tuple[QHint, ...] = ()) -> st.SearchStrategy[Any]:
+    """Parsed q expressions: comparisons, existence tests, and `;`/`|` of them, a few levels deep; with
+    `hints` (see q_hints), mostly aimed at what the entities hold."""
+    paths = st.one_of(q_paths, st.sampled_from([h[0] for h in hints])) if hints else q_paths
+    atoms = st.one_of(q_compares(hints), q_compares(hints), st.builds(Exists, paths, st.booleans()))
+    return st.recursive(atoms, lambda kids: st.one_of(
+        st.lists(kids, min_size=2, max_size=3).map(lambda terms: And(tuple(terms))),
+        st.lists(kids, min_size=2, max_size=3).map(lambda terms: Or(tuple(terms))),
+    ), max_leaves=6)
+
+
+def _q_literal(value: Any, draw: st.DrawFn) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # always has "." or "e", so it parses back as a float
+    return json.dumps(value, ensure_ascii=draw(st.booleans()))
+
+
+def render_q(node: Any, draw: st.DrawFn) -> str:
+    """q text for a node, with optional spaces and redundant parentheses; parse_q gives the node back."""
+    def space() -> str:
+        return draw(st.sampled_from(["", "", " ", "  "]))
+
+    def path(parts: tuple[str, ...]) -> str:
+        return parts[0] + "".join(f"{space()}[{space()}{key}{space()}]" for key in parts[1:])
+
+    match node:
+        case Exists(parts, negated):
+            return ("!" + space() if negated else "") + path(parts)
+        case Compare(parts, op, value):
+            if isinstance(value, Range):
+                literal = f"{_q_literal(value.low, draw)}{space()}..{space()}{_q_literal(value.high, draw)}"
+            elif isinstance(value, tuple):
+                literal = f"{space()},{space()}".join(_q_literal(v, draw) for v in value)
+            else:
+                literal = _q_literal(value, draw)
+            return f"{path(parts)}{space()}{op}{space()}{literal}"
+        case And(terms) | Or(terms):
+            separator = ";" if isinstance(node, And) else "|"
+            parts = []
+            for term in terms:
+                text = render_q(term, draw)
+                # A nested And/Or of the same kind, or an Or inside an And, needs its parentheses; the
+                # others get them now and then, which must change nothing.
+                needed = isinstance(term, And | Or) and (type(term) is type(node) or isinstance(term, Or))
+                if needed or draw(st.integers(0, 3)) == 0:
+                    text = f"({space()}{text}{space()})"
+                parts.append(text)
+            return f"{space()}{separator}{space()}".join(parts)
+    raise TypeError(node)
+
+
+@st.composite
+def q_expressions(draw: st.DrawFn, hints: tuple[QHint, ...] = ()) -> tuple[Any, str]:
+    """A q node and a text of it."""
+    node = draw(q_nodes(hints))
+    return node, render_q(node, draw)
+
+
+# Token soup: mostly q's own tokens in any order, with some arbitrary text, so a parser sees near misses.
+_q_tokens = st.one_of(
+    st.sampled_from(["a", "b", "rel", "x1", "_", "(", ")", "[", "]", "!", ";", "|", ",", "..", "==", "!=", ">=",
+                     "<=", ">", "<", "=", "true", "false", "null", "\"", "\\", "-", ".", "e", " ", "1e", "[k]"]),
+    st.integers(-(2**63) + 1, 2**63 - 1).map(str),
+    q_numbers.map(repr),
+    st.text(max_size=4).map(json.dumps),
+    st.text(max_size=3),
+)
+q_soups = st.lists(_q_tokens, max_size=40).map("".join)

@@ -11,8 +11,8 @@ import math
 import re
 from collections.abc import Container
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from citybrain.core.errors import ErrorCollector, InvalidInput
