@@ -38,6 +38,7 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
             # crash (not a power cut), which matches what an embedded deployment promises.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA wal_autocheckpoint=16384")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA cache_size=-262144")
