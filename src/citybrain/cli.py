@@ -51,7 +51,7 @@ def _platform(settings: Settings) -> Any:
         platform.load_state()
     except CityBrainError as exc:
         _fail(exc.detail)
-    except Exception as exc:  # a wrong URL, an unreachable server: one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - a wrong URL, an unreachable server: one line, not a traceback
         _fail(f"cannot open the store at {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     return platform
 
@@ -153,7 +153,7 @@ def migrate(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     try:
         engine = create_db_engine(settings.database_url)
         before, after = upgrade(engine)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to reach or upgrade the store is one line
         _fail(f"cannot migrate {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     console.print(f"store at revision {after} (was {before or 'empty'})" if before != after
                   else f"store already at revision {after}")
@@ -187,7 +187,7 @@ def import_divisions(
 
         try:
             asyncio.run(tell_servers())
-        except Exception as exc:  # the tree is stored either way; say what did not reach the servers
+        except Exception as exc:  # noqa: BLE001 - the tree is stored either way; say what did not reach them
             _fail(f"district stored, but the servers were not told ({bus}): {type(exc).__name__}: {exc}")
     console.print(f"{counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
                   f"{counts['villages']} villages/communities; {counts['created']} units created, "

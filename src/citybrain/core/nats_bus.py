@@ -162,7 +162,7 @@ class NatsBus(Bus):
         self._plain.clear()
         try:
             await nc.drain()
-        except Exception:  # reconnecting or already closed: nothing left to drain
+        except Exception:  # noqa: BLE001 - reconnecting or already closed: nothing left to drain
             await nc.close()
 
     # -- publishing ------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ class NatsBus(Bus):
     async def _server_caught_up(self, consumer: _Consumer) -> bool:
         try:
             info = await self._jetstream().consumer_info(self.stream, consumer.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - unreachable or gone: not known to be caught up
             return False
         return info.num_pending == 0 and info.num_ack_pending == 0
 
@@ -359,7 +359,7 @@ class NatsBus(Bus):
         # The server would drop it after its inactivity threshold anyway; deleting frees it now.
         try:
             await js.delete_consumer(self.stream, consumer.name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort: the server expires it anyway
             log.debug("bus: ephemeral consumer %s already gone", consumer.name)
 
     async def _on_error(self, error: Exception) -> None:

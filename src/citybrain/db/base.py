@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
+
+from citybrain.core.errors import Conflict, NotFound
+
+M = TypeVar("M")
 
 # JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -53,3 +57,21 @@ def import_all_models() -> sa.MetaData:
     import citybrain.hub.subscriptions.models  # noqa: F401
 
     return Base.metadata
+
+
+def get_or_404(session: Session, model: type[M], key: Any, what: str) -> M:
+    """The row with this primary key, or NotFound naming it (`what` reads like "entity urn:…")."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(f"{what} does not exist")
+    return row
+
+
+def add_new(session: Session, row: M, what: str) -> M:
+    """Insert a row whose primary key must be new, or Conflict naming it."""
+    identity = sa.inspect(row).mapper.primary_key_from_instance(row)
+    if session.get(type(row), tuple(identity) if len(identity) > 1 else identity[0]) is not None:
+        raise Conflict(f"{what} already exists")
+    session.add(row)
+    session.flush()
+    return row

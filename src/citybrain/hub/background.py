@@ -13,6 +13,10 @@ import logging
 import random
 from typing import TYPE_CHECKING, TypeVar
 
+import httpx
+
+from citybrain import __version__
+
 if TYPE_CHECKING:
     from citybrain.platform import BackgroundService, Platform
 
@@ -99,6 +103,27 @@ class PollingService:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.interval_s)
+
+
+class HttpPollingService(PollingService):
+    """A polling service that talks HTTP to other systems through one pooled client."""
+
+    follow_redirects = False
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__(platform)
+        self.settings = platform.settings
+        self.client: httpx.AsyncClient | None = None
+
+    async def setup(self) -> None:
+        self.client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s,
+                                        follow_redirects=self.follow_redirects,
+                                        headers={"User-Agent": f"CityBrain/{__version__}"})
+
+    async def teardown(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
 
 
 def services_for(platform: Platform) -> list[BackgroundService]:

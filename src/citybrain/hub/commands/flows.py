@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from citybrain import __version__
 from citybrain.core.context import Context, new_id
 from citybrain.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from citybrain.core.events import CommandIssued, CommandStatusChanged, SystemHealthChanged
-from citybrain.hub.background import PollingService, backoff_delay, find_service
+from citybrain.hub.background import HttpPollingService, PollingService, backoff_delay, find_service
 from citybrain.hub.commands import service
 from citybrain.hub.commands.models import CommandRow, ConnectedSystemRow
 from citybrain.hub.commands.schemas import (
@@ -339,25 +338,11 @@ async def list_commands(platform: Platform, *, cursor: str | None, limit: int, s
 # ----------------------------------------------------------------------------------------- dispatcher
 
 
-class CommandDispatcher(PollingService):
+class CommandDispatcher(HttpPollingService):
     """Pushes pending commands to their systems' endpoints and fails sent commands nobody acknowledged."""
 
     name = "command-dispatcher"
     batch = 32
-
-    def __init__(self, platform: Platform) -> None:
-        super().__init__(platform)
-        self.settings = platform.settings
-        self.client: httpx.AsyncClient | None = None
-
-    async def setup(self) -> None:
-        self.client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False,
-                                        headers={"User-Agent": f"CityBrain/{__version__}"})
-
-    async def teardown(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
 
     async def run_once(self) -> bool:
         events = await self.platform.run(self._fail_overdue)
@@ -488,26 +473,13 @@ def _health_from(response: httpx.Response) -> tuple[str, str | None]:
     return "up", None
 
 
-class HealthChecker(PollingService):
+class HealthChecker(HttpPollingService):
     """GETs each system's health URL every `system_health_interval_s`, and marks down the systems whose
     heartbeats (or successful checks) stopped for `system_heartbeat_timeout_s`."""
 
     name = "system-health"
     batch = 32
-
-    def __init__(self, platform: Platform) -> None:
-        super().__init__(platform)
-        self.settings = platform.settings
-        self.client: httpx.AsyncClient | None = None
-
-    async def setup(self) -> None:
-        self.client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=True,
-                                        headers={"User-Agent": f"CityBrain/{__version__}"})
-
-    async def teardown(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+    follow_redirects = True  # health pages often sit behind a redirect to a canonical URL
 
     @property
     def silence_limit_s(self) -> float:

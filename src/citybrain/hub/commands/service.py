@@ -15,7 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from citybrain.core.errors import Conflict, NotFound
+from citybrain.core.errors import Conflict
+from citybrain.db.base import add_new, get_or_404
 from citybrain.hub.commands.models import CommandRow, ConnectedSystemRow
 
 OPEN_STATUSES = ("pending", "sent")
@@ -25,18 +26,11 @@ OPEN_STATUSES = ("pending", "sent")
 
 
 def get_system(session: Session, *, system_id: str) -> ConnectedSystemRow:
-    row = session.get(ConnectedSystemRow, system_id)
-    if row is None:
-        raise NotFound(f"connected system {system_id} does not exist")
-    return row
+    return get_or_404(session, ConnectedSystemRow, system_id, f"connected system {system_id}")
 
 
 def add_system(session: Session, *, row: ConnectedSystemRow) -> ConnectedSystemRow:
-    if session.get(ConnectedSystemRow, row.id) is not None:
-        raise Conflict(f"connected system {row.id} already exists")
-    session.add(row)
-    session.flush()
-    return row
+    return add_new(session, row, f"connected system {row.id}")
 
 
 def delete_system(session: Session, *, system_id: str) -> None:
@@ -123,10 +117,7 @@ def mark_down_if_silent(session: Session, *, system_id: str, seen_before: dateti
 
 
 def get_command(session: Session, *, command_id: str) -> CommandRow:
-    row = session.get(CommandRow, command_id)
-    if row is None:
-        raise NotFound(f"command {command_id} does not exist")
-    return row
+    return get_or_404(session, CommandRow, command_id, f"command {command_id}")
 
 
 def list_commands(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -47,7 +48,7 @@ def _floats(value: str, name: str, count: int) -> list[float]:
         numbers = [float(v) for v in value.split(",")]
     except ValueError:
         numbers = []
-    if len(numbers) != count or not all(abs(n) != float("inf") and n == n for n in numbers):
+    if len(numbers) != count or not all(math.isfinite(n) for n in numbers):
         raise InvalidInput.at(name, f"expected {count} comma-separated numbers")
     return numbers
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from citybrain.core.errors import Conflict, InvalidInput, NotFound
+from citybrain.db.base import get_or_404
 from citybrain.db.point_reads import PointReader
 from citybrain.hub.entities import geo
 from citybrain.hub.entities.models import AttributeHistoryRow, EntityRow
@@ -222,10 +223,7 @@ async def read_entity(reader: PointReader, entity_id: str, *, sys_attrs: bool = 
 
 
 def get_entity(session: Session, *, entity_id: str) -> EntityRow:
-    row = session.get(EntityRow, entity_id)
-    if row is None:
-        raise NotFound(f"entity {entity_id} does not exist")
-    return row
+    return get_or_404(session, EntityRow, entity_id, f"entity {entity_id}")
 
 
 def delete_entity(session: Session, *, entity_id: str) -> EntityChange:

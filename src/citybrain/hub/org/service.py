@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from citybrain.core.clock import Clock
-from citybrain.core.errors import NotFound
+from citybrain.db.base import get_or_404
 from citybrain.hub.org.departments import DEPARTMENTS, department_code
 from citybrain.hub.org.divisions import Division
 from citybrain.hub.org.models import OrgUnitRow
@@ -64,10 +64,7 @@ def import_divisions(session: Session, *, divisions: Sequence[Division], clock: 
 
 
 def get_unit(session: Session, *, code: str) -> OrgUnitRow:
-    row = session.get(OrgUnitRow, code)
-    if row is None:
-        raise NotFound(f"org unit {code!r} does not exist")
-    return row
+    return get_or_404(session, OrgUnitRow, code, f"org unit {code!r}")
 
 
 def list_units(

@@ -27,11 +27,10 @@ import orjson
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from citybrain import __version__
 from citybrain.core.context import Context, new_id
 from citybrain.core.errors import CityBrainError, ErrorCollector, InvalidInput
 from citybrain.core.events import OrgTreeChanged, SubscriptionsChanged
-from citybrain.hub.background import PollingService, backoff_delay
+from citybrain.hub.background import HttpPollingService, backoff_delay
 from citybrain.hub.entities.ngsi import format_datetime, is_urn
 from citybrain.hub.entities.query import Node, evaluate, parse_q
 from citybrain.hub.entities.service import EntityChange, EntityQuery, decode_cursor, encode_cursor, matches
@@ -452,7 +451,7 @@ def _wake_delivery(platform: Platform) -> None:
         delivery.wake()
 
 
-class WebhookDelivery(PollingService):
+class WebhookDelivery(HttpPollingService):
     """Sends the notification outbox to the subscriptions' webhooks."""
 
     name = "webhook-delivery"
@@ -461,16 +460,13 @@ class WebhookDelivery(PollingService):
 
     def __init__(self, platform: Platform) -> None:
         super().__init__(platform)
-        self.settings = platform.settings
         self.matcher = matcher_for(platform)
-        self.client: httpx.AsyncClient | None = None
         self._unsubscribers: list[Callable[[], Any]] = []
         self._last_reload = 0.0
         self._last_purge = 0.0
 
     async def setup(self) -> None:
-        self.client = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s, follow_redirects=False,
-                                        headers={"User-Agent": f"CityBrain/{__version__}"})
+        await super().setup()
         self.matcher.on_written = self.wake
         await self.platform.run(self.matcher.reload)
         self._last_reload = time.monotonic()
@@ -482,9 +478,7 @@ class WebhookDelivery(PollingService):
         for unsubscribe in self._unsubscribers:
             await unsubscribe()
         self._unsubscribers.clear()
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        await super().teardown()
 
     async def _reload(self, _event: Any) -> None:
         await self.platform.run(self.matcher.reload)

@@ -17,25 +17,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from citybrain.core.errors import Conflict, NotFound
+from citybrain.db.base import add_new, get_or_404
 from citybrain.hub.subscriptions.models import NotificationRow, SubscriptionRow
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 
 def get_subscription(session: Session, *, subscription_id: str) -> SubscriptionRow:
-    row = session.get(SubscriptionRow, subscription_id)
-    if row is None:
-        raise NotFound(f"subscription {subscription_id} does not exist")
-    return row
+    return get_or_404(session, SubscriptionRow, subscription_id, f"subscription {subscription_id}")
 
 
 def add_subscription(session: Session, *, row: SubscriptionRow) -> SubscriptionRow:
-    if session.get(SubscriptionRow, row.id) is not None:
-        raise Conflict(f"subscription {row.id} already exists")
-    session.add(row)
-    session.flush()
-    return row
+    return add_new(session, row, f"subscription {row.id}")
 
 
 def delete_subscription(session: Session, *, subscription_id: str) -> None:
