@@ -18,7 +18,7 @@ from citybrain.core.clock import Clock, SystemClock
 from citybrain.core.events import EntityTypesChanged, OrgTreeChanged
 from citybrain.db.migrate import upgrade
 from citybrain.db.point_reads import PointReader, point_reader_for
-from citybrain.db.session import create_db_engine, make_session_factory
+from citybrain.db.session import WriterQueue, create_db_engine, make_session_factory
 from citybrain.hub.entities.types import TypeRegistry
 from citybrain.hub.org.tree import OrgTree
 from citybrain.settings import Settings
@@ -47,6 +47,7 @@ class Platform:
         self.sessions = make_session_factory(self.engine)
         self.point_reads: PointReader = point_reader_for(self.engine)
         self._sqlite = self.engine.dialect.name == "sqlite"
+        self._writers = WriterQueue(self.engine.url.database) if self._sqlite else None
         self.bus: Bus = bus or create_bus(settings.bus, stream=settings.bus_stream)
         self.types = TypeRegistry()
         self.org_tree = OrgTree()
@@ -106,6 +107,8 @@ class Platform:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._writers is not None:
+            self._writers.close()
 
     async def _reload_tree(self, _event: OrgTreeChanged) -> None:
         from citybrain.hub.org import service as org_service
@@ -132,12 +135,15 @@ class Platform:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: commits when the block ends, rolls back on any error."""
-        with self.sessions() as session, session.begin():
-            if self._sqlite:
-                # Take SQLite's write lock before the first read. A deferred transaction reads a snapshot
-                # that another writer (thread or process) may change before this one writes, so an upsert
-                # would diff against stale rows, or fail with SQLITE_BUSY_SNAPSHOT across processes.
-                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        if self._writers is None:
+            with self.sessions() as session, session.begin():
+                yield session
+            return
+        with self._writers.turn(), self.sessions() as session, session.begin():
+            # Take SQLite's write lock before the first read (BEGIN IMMEDIATE). A deferred transaction reads
+            # a snapshot another writer (thread or process) may change before this one writes, so an upsert
+            # would diff against stale rows, or fail with SQLITE_BUSY_SNAPSHOT across processes.
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
