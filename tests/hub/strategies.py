@@ -575,13 +575,18 @@ Q_URNS = ("urn:ngsi-ld:Thing:1", "urn:ngsi-ld:Thing:2", "urn:cb:z")
 Q_NUMBERS = (0, 1, -1, 2, 7, -7, 1.5, -2.5, 0.1, 2.0, -0.0, 1e-9, 1e20, EXACT_INT, -EXACT_INT, 2**60, 1e300)
 Q_STRINGS = ("", "ok", "OK", "ok ", "杭州", "西湖区", 'a"b', "a\\b", "b", "z", "é", "e\u0301", "🚦", "\uffff",
              "true", "1", *Q_URNS)
-# Number literals stay within what a double holds exactly: PostgreSQL compares bigger ints inexactly
-# (test_query_properties.py::test_big_int_literals_compare_exactly).
+
+
 q_numbers = st.one_of(st.sampled_from(Q_NUMBERS), st.sampled_from(Q_NUMBERS), st.integers(-3, 3),
                       st.floats(-10, 10, allow_nan=False, allow_infinity=False), finite_floats,
                       st.integers(-EXACT_INT, EXACT_INT))
 q_strings = st.one_of(st.sampled_from(Q_STRINGS), st.sampled_from(Q_STRINGS), st.text(TEXT_CHARS, max_size=4))
 q_scalars = st.one_of(q_numbers, q_strings, st.booleans())
+# Literals may also be whole numbers no double holds (stored values may not): PostgreSQL must compare them
+# exactly, not as doubles.
+q_literal_numbers = st.one_of(q_numbers, st.integers(-(2**63) + 1, 2**63 - 1),
+                              st.sampled_from([EXACT_INT + 1, -EXACT_INT - 1, 2**62 + 1]))
+q_literal_scalars = st.one_of(q_literal_numbers, q_strings, st.booleans())
 _q_nested = st.recursive(q_scalars | st.none(),
                          lambda kids: st.dictionaries(st.sampled_from(Q_KEYS), kids, max_size=3)
                          | st.lists(kids, max_size=2), max_leaves=5)
@@ -667,12 +672,17 @@ def q_hints(entities: list[dict[str, Any]]) -> tuple[QHint, ...]:
 
 
 def _beside(value: Any) -> list[Any]:
-    """The value and (numbers only) its neighbours: one apart for whole numbers, one ulp apart otherwise."""
+    """The value and (numbers only) its neighbours: one apart for whole numbers (beyond 2^53 also one ulp
+    apart), one ulp apart otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return [value]
     if isinstance(value, int) and abs(value) < EXACT_INT:
         return [value, value - 1, value + 1]
-    return [value, math.nextafter(value, -math.inf), math.nextafter(value, math.inf)]
+    whole = [value - 1, value + 1] if isinstance(value, int) and abs(value) < 2**63 - 1 else []
+    if isinstance(value, int) and abs(value) >= 2**63:  # q takes whole numbers within ±2^63 only
+        value = float(value)
+    beside = [value, *whole, math.nextafter(value, -math.inf), math.nextafter(value, math.inf)]
+    return [v for v in beside if math.isfinite(v)]  # q refuses 1e309 and the like
 
 
 @st.composite
@@ -682,11 +692,11 @@ def q_compares(draw: st.DrawFn, hints: tuple[QHint, ...] = ()) -> Compare:
     aimed = bool(scalar_hints) and draw(st.integers(0, 2)) > 0
     if aimed:
         path, _, target = draw(st.sampled_from(scalar_hints))
-        numbers = st.sampled_from(_beside(target)) if _is_q_number(target) else q_numbers
+        numbers = st.sampled_from(_beside(target)) if _is_q_number(target) else q_literal_numbers
         strings = st.just(target) if isinstance(target, str) else q_strings
-        scalars = st.one_of(st.just(target), st.just(target), q_scalars)
+        scalars = st.one_of(st.just(target), st.just(target), q_literal_scalars)
     else:
-        path, numbers, strings, scalars = draw(q_paths), q_numbers, q_strings, q_scalars
+        path, numbers, strings, scalars = draw(q_paths), q_literal_numbers, q_strings, q_literal_scalars
     op = draw(st.sampled_from(["==", "!=", ">=", "<=", ">", "<"]))
     value: Any
     if op not in ("==", "!="):

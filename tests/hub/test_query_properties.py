@@ -3,9 +3,7 @@ evaluator, `bbox`/`near` against exact geometry, the subscription matcher agains
 pagination, and the parser and the API on arbitrary text.
 
 The store-backed properties run on both backends, so each example writes its entities once and runs several
-queries against them. Bugs these tests found are pinned at the end as strict xfails; the properties leave out
-exactly those inputs (each exclusion names its xfail), so when a bug is fixed its xfail passes, fails the run,
-and says which exclusion to delete.
+queries against them. Inputs that once broke (found by these properties) are kept as plain tests at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from citybrain.core.errors import InvalidInput
@@ -25,6 +23,7 @@ from citybrain.hub.entities.models import AttributeHistoryRow, EntityRow
 from citybrain.hub.entities.ngsi import EntityRecord, parse_entity, record_to_ngsi
 from citybrain.hub.entities.query import (
     MAX_Q_LENGTH,
+    MAX_Q_NESTING,
     And,
     Compare,
     Exists,
@@ -125,50 +124,11 @@ def same_node(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def literals(node: Node) -> list[Any]:
-    match node:
-        case And(terms) | Or(terms):
-            return [v for t in terms for v in literals(t)]
-        case Compare(_, _, Range(low, high)):
-            return [low, high]
-        case Compare(_, _, tuple() as values):
-            return list(values)
-        case Compare(_, _, value):
-            return [value]
-    return []
-
-
-def depth(node: Node) -> int:
-    return 1 + max((depth(t) for t in node.terms), default=0) if isinstance(node, And | Or) else 1
-
-
-def known_500(q: str, dialect: str) -> bool:
-    """Whether `q` is one of the inputs the API answers with 500 (each pinned by an xfail below)."""
-    try:
-        node = parse_q(q)
-    except (InvalidInput, RecursionError):  # RecursionError: test_parse_q_survives_deep_nesting
-        return False
-    for value in literals(node):
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            return True  # test_api_rejects_int_literals_beyond_64_bits
-        if isinstance(value, str):
-            try:
-                value.encode()
-            except UnicodeEncodeError:
-                return True  # test_api_rejects_lone_surrogate_literals
-            if "\x00" in value and dialect == "postgresql":
-                return True  # test_api_handles_nul_in_string_literals
-    return depth(node) > 32  # test_api_handles_deeply_nested_q
-
-
 def near_is_ambiguous(location: dict[str, Any], near: tuple[float, float, float]) -> bool:
-    """Entities left out of `near` comparisons: within float noise of maxDistance, or (Points only) in the band
-    the search box misses (test_near_finds_points_just_inside_max_distance)."""
+    """Entities left out of `near` comparisons: within float noise of maxDistance."""
     lon, lat, meters = near
     distance = geo.distance_m(location, lon, lat)
-    if abs(distance - meters) <= NEAR_TOLERANCE * max(meters, 1.0):
-        return True
-    return location["type"] == "Point" and meters * 0.998 < distance <= meters
+    return abs(distance - meters) <= NEAR_TOLERANCE * max(meters, 1.0)
 
 
 @pytest.fixture
@@ -222,7 +182,6 @@ def test_parse_q_rejects_only_with_invalid_input(text: str) -> None:
 @example(q="a" * (MAX_Q_LENGTH + 1))
 @example(q="a\x00")
 def test_api_answers_any_q_with_results_or_a_problem(api: Any, platform: Any, q: str) -> None:
-    assume(not known_500(q, platform.dialect))
     # A few entities (the upsert is a no-op after the first example) so the SQL has values to work on.
     batch = [{"id": f"urn:ngsi-ld:{Q_TYPES[0]}:{i}", "type": Q_TYPES[0], "a": value}
              for i, value in enumerate([{"type": "Property", "value": 3}, {"type": "Property", "value": "x"},
@@ -441,19 +400,10 @@ def test_pages_stay_whole_when_most_candidates_fail_the_exact_test(api: Any, pla
     assert [i for page in pages for i in page] == expected
 
 
-# -------------------------------------------------------------------------------- known bugs (xfail)
-# Each is strict: when the bug is fixed the test passes, which fails the run; then drop the marker and the
-# exclusion that names the test above.
+# ---------------------------------------------------------------------------- inputs that once broke
+# Each of these was found by the properties above (as a 500 or a disagreement) and is kept as a plain test.
 
 
-def xfail_on(request: pytest.FixtureRequest, platform: Any, dialects: tuple[str, ...], reason: str) -> None:
-    if platform.dialect in dialects:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-@pytest.mark.xfail(strict=True, reason="geo.box_around converts metres to degrees with 111,320 m/°, but "
-                   "haversine_m measures 111,195 m/° (R = 6,371,008.8 m): the SQL pre-filter box is 0.1% too "
-                   "small, so Points in the last 0.1% of maxDistance along the axes are dropped")
 def test_near_finds_points_just_inside_max_distance(api: Any, platform: Any) -> None:
     north = 30.2 + 1000 / METERS_PER_DEG_HAVERSINE * 0.9995
     location = {"type": "Point", "coordinates": [120.1, north]}
@@ -462,8 +412,6 @@ def test_near_finds_points_just_inside_max_distance(api: Any, platform: Any) -> 
     assert get_ids(api, near="120.1,30.2", maxDistance="1000") == [f"urn:ngsi-ld:{Q_TYPES[0]}:000"]
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate() reads a LanguageProperty's languageMap; SqlCompiler only "
-                   "looks under value/object, so `name` and `name[zh]==...` never match in queries")
 @pytest.mark.parametrize("q", ["name", 'name[zh]=="杭州"'])
 def test_q_on_language_property_agrees_with_python(api: Any, platform: Any, q: str) -> None:
     records = store(api, platform, [{"id": "urn:ngsi-ld:PropertyTestThing:1", "type": Q_TYPES[0],
@@ -472,22 +420,20 @@ def test_q_on_language_property_agrees_with_python(api: Any, platform: Any, q: s
     assert get_ids(api, q=q) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="matches() evaluates q on the whole NGSI-LD entity, where location and "
-                   "orgUnit are attributes; the SQL only sees the attrs column, where they are not")
-@pytest.mark.parametrize("q", ["location", "orgUnit", f'orgUnit=="urn:ngsi-ld:OrgUnit:{ORG_SAMPLE[0]}"'])
-def test_q_on_location_and_org_unit_agrees_with_matcher(api: Any, platform: Any, q: str) -> None:
-    records = store(api, platform, [{
-        "id": "urn:ngsi-ld:PropertyTestThing:1", "type": Q_TYPES[0],
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [120.1, 30.2]}},
-        "orgUnit": {"type": "Relationship", "object": f"urn:ngsi-ld:OrgUnit:{ORG_SAMPLE[0]}"}}])
-    query = EntityQuery(q=parse_q(q))
-    expected = [r.id for r in records if matches(query, record_to_ngsi(r), r.org_unit)]
-    assert get_ids(api, q=q) == expected
+@pytest.mark.parametrize("q", ["location", "orgUnit", f'orgUnit=="urn:ngsi-ld:OrgUnit:{ORG_SAMPLE[0]}"',
+                               '!location', 'location[type]=="Point"'])
+def test_q_refuses_location_and_org_unit_and_points_to_their_filters(api: Any, q: str) -> None:
+    # Queries keep them in columns and subscriptions see them as attributes: q would mean two things.
+    with pytest.raises(InvalidInput) as caught:
+        parse_q(q)
+    assert [e.field for e in caught.value.errors] == ["q"]
+    response = api.get("/api/v1/entities", params={"q": q})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "q"
+    assert "bbox" in response.text or "orgUnit=" in response.text
 
 
-def test_big_int_literals_compare_exactly(request: pytest.FixtureRequest, api: Any, platform: Any) -> None:
-    xfail_on(request, platform, ("postgresql",), "PostgreSQL casts the stored number and the bigint literal "
-             "to double precision, so 2^53 == 2^53+1 there (Python and SQLite compare exactly)")
+def test_big_int_literals_compare_exactly(api: Any, platform: Any) -> None:
     records = store(api, platform, [{"id": "urn:ngsi-ld:PropertyTestThing:1", "type": Q_TYPES[0],
                                      "a": {"type": "Property", "value": EXACT_INT}}])
     for q in (f"a=={EXACT_INT + 1}", f"a<{EXACT_INT + 1}", f"a!={EXACT_INT + 1}"):
@@ -495,42 +441,38 @@ def test_big_int_literals_compare_exactly(request: pytest.FixtureRequest, api: A
         assert get_ids(api, q=q) == expected, q
 
 
-def test_api_handles_nul_in_string_literals(request: pytest.FixtureRequest, api: Any, platform: Any) -> None:
-    xfail_on(request, platform, ("postgresql",), 'q=a=="\\u0000" reaches psycopg, which cannot send NUL: 500')
+def test_api_handles_nul_in_string_literals(api: Any) -> None:
     response = api.get("/api/v1/entities", params={"q": 'a=="\\u0000"'})
-    assert response.status_code in (200, 422), response.text
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.json()["errors"][0]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason='q=a=="\\ud800" parses to a lone surrogate, which the driver cannot '
-                   "encode as UTF-8: UnicodeEncodeError, 500")
 def test_api_rejects_lone_surrogate_literals(api: Any) -> None:
     response = api.get("/api/v1/entities", params={"q": 'a=="\\ud800"'})
     assert response.status_code == 422, response.text
 
 
-@pytest.mark.xfail(strict=True, reason="an int literal beyond 64 bits is bound as-is: OverflowError (SQLite), "
-                   "bigint out of range (PostgreSQL), 500")
 def test_api_rejects_int_literals_beyond_64_bits(api: Any) -> None:
-    response = api.get("/api/v1/entities", params={"q": f"a=={2**64}"})
-    assert response.status_code in (200, 422), response.text
+    for literal in (2**64, 2**63, -(2**63)):
+        response = api.get("/api/v1/entities", params={"q": f"a=={literal}"})
+        assert response.status_code == 422, response.text
+    assert api.get("/api/v1/entities", params={"q": f"a=={2**63 - 1}"}).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="the recursive-descent parser has no depth limit: 400 nested parentheses (801 "
-                   "characters, under MAX_Q_LENGTH) raise RecursionError")
-def test_parse_q_survives_deep_nesting() -> None:
-    try:
+def test_parse_q_refuses_deep_nesting_with_a_reason() -> None:
+    with pytest.raises(InvalidInput, match="nest at most"):
         parse_q("(" * 400 + "a" + ")" * 400)
-    except InvalidInput:
-        pass
+    assert parse_q("(" * MAX_Q_NESTING + "a" + ")" * MAX_Q_NESTING) == Exists(("a",))
 
 
 @pytest.mark.parametrize("levels", [18, 90])
-def test_api_handles_deeply_nested_q(request: pytest.FixtureRequest, api: Any, platform: Any, levels: int) -> None:
-    dialects = ("sqlite", "postgresql") if levels == 90 else ("sqlite",)
-    xfail_on(request, platform, dialects, "alternately nested ;/| compile to SQL nested as deep: SQLite fails "
-             "with 'parser stack overflow' from 18 repetitions of (a|(a; (145 characters; 17 with a type "
-             "filter), SQLAlchemy's compiler with RecursionError from about 70 repetitions: 500")
+def test_api_handles_deeply_nested_q(api: Any, levels: int) -> None:
     q = "(a|(a;" * levels + "a" + "))" * levels
     response = api.get("/api/v1/entities", params={"q": q})
-    assert response.status_code in (200, 422), response.text
+    assert response.status_code == 422, response.text
+
+
+def test_api_answers_the_deepest_allowed_q(api: Any) -> None:
+    levels = MAX_Q_NESTING // 2
+    q = "(a|(a;" * levels + "a" + "))" * levels
+    assert api.get("/api/v1/entities", params={"q": q}).status_code == 200

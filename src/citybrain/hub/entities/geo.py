@@ -17,7 +17,7 @@ from citybrain.core.errors import ErrorCollector
 
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
 EARTH_RADIUS_M = 6_371_008.8
-METERS_PER_DEG_LAT = 111_320.0
+METERS_PER_DEG_LAT = EARTH_RADIUS_M * math.pi / 180  # ≈ 111,195 m: the sphere haversine_m measures on
 
 BBox = tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat
 
@@ -140,10 +140,15 @@ def distance_m(geometry: dict[str, Any], lon: float, lat: float) -> float:
 
 
 def box_around(lon: float, lat: float, meters: float) -> BBox:
-    """A box that contains every point within `meters` of (lon, lat)."""
-    dlat = meters / METERS_PER_DEG_LAT * 1.0001
-    cos_lat = max(math.cos(math.radians(min(89.9, abs(lat) + dlat))), 1e-6)
-    dlon = min(180.0, meters / (METERS_PER_DEG_LAT * cos_lat) * 1.0001)
+    """A box that contains every point within `meters` (great-circle, as haversine_m) of (lon, lat).
+
+    The bounds of a spherical cap: its latitude reach is its angular radius; its longitude reach is
+    asin(sin(radius) / cos(lat)), all 180° once the cap holds a pole. A 0.01 % margin absorbs rounding.
+    """
+    radius = meters / EARTH_RADIUS_M
+    dlat = math.degrees(radius) * 1.0001
+    reach = math.sin(min(radius, math.pi / 2)) / max(math.cos(math.radians(lat)), 1e-12)
+    dlon = 180.0 if radius >= math.pi / 2 or reach >= 1 else min(180.0, math.degrees(math.asin(reach)) * 1.0001)
     return (max(-180.0, lon - dlon), max(-90.0, lat - dlat), min(180.0, lon + dlon), min(90.0, lat + dlat))
 
 

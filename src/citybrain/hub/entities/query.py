@@ -20,6 +20,7 @@ where it does not.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,6 +34,10 @@ from citybrain.hub.entities.types import ATTR_NAME_RE
 Scalar = int | float | str | bool
 Op = Literal["==", "!=", ">=", "<=", ">", "<"]
 MAX_Q_LENGTH = 2000
+MAX_Q_NESTING = 12  # parentheses; deeper SQL overflows SQLite's parser stack (and nobody writes it)
+MAX_Q_INT = 2**63  # int literals beyond int64 cannot be bound on either backend
+NOT_IN_Q = {"location": "filter places with bbox= or near=…&maxDistance=",
+            "orgUnit": "filter org units with orgUnit= (it includes descendants)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.nesting = 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -142,9 +148,13 @@ class _Parser:
 
     def parse_term(self) -> Node:
         if self.at("("):
-            self.take()
+            opening = self.take()
+            self.nesting += 1
+            if self.nesting > MAX_Q_NESTING:
+                raise _error(self.text, opening[2], f"parentheses nest at most {MAX_Q_NESTING} deep")
             node = self.parse_or()
             self.take("punct", ")")
+            self.nesting -= 1
             return node
         if self.at("!"):
             self.take()
@@ -165,6 +175,8 @@ class _Parser:
             self.take("punct", "]")
         if not ATTR_NAME_RE.match(parts[0]):
             raise InvalidInput.at("q", f"invalid attribute name {parts[0]!r}")
+        if parts[0] in NOT_IN_Q:
+            raise InvalidInput.at("q", f"{parts[0]} is not an attribute q can test: {NOT_IN_Q[parts[0]]}")
         return tuple(parts)
 
     def parse_literal(self) -> Scalar:
@@ -174,12 +186,25 @@ class _Parser:
         kind, text, pos = token
         self.i += 1
         if kind == "number":
-            return float(text) if any(c in text for c in ".eE") else int(text)
+            if any(c in text for c in ".eE"):
+                number = float(text)
+                if not math.isfinite(number):
+                    raise _error(self.text, pos, "numbers must be finite")
+                return number
+            integer = int(text)
+            if not -MAX_Q_INT < integer < MAX_Q_INT:
+                raise _error(self.text, pos, "whole numbers must lie within ±2^63; write larger ones as 1.8e19")
+            return integer
         if kind == "string":
             try:
-                return json.loads(text)
-            except ValueError:
-                raise _error(self.text, pos, "invalid string literal") from None
+                value = json.loads(text)
+                value.encode("utf-8")
+            except (ValueError, UnicodeEncodeError):
+                raise _error(self.text, pos, "invalid string literal (not JSON string syntax, or a lone "
+                                             "surrogate)") from None
+            if "\x00" in value:
+                raise _error(self.text, pos, "text cannot contain NUL (U+0000); no stored text does")
+            return value
         if kind == "word" and text in ("true", "false"):
             return text == "true"
         raise _error(self.text, pos, f"expected a number, \"string\", true or false, found {text!r}")
@@ -207,6 +232,10 @@ class _Parser:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _inexact_as_double(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and float(value) != value
 
 
 def parse_q(text: str) -> Node:
@@ -300,10 +329,10 @@ class SqlCompiler:
         self.column = column
         self.dialect = dialect
 
-    # A value lives under "value" for Properties and under "object" for Relationships; paths into
-    # compound values continue below that.
+    # A value lives under "value" for Properties, "object" for Relationships and "languageMap" for
+    # LanguageProperties (an attribute has exactly one of them); paths continue below that.
     def _paths(self, path: tuple[str, ...]) -> list[tuple[str, ...]]:
-        return [(path[0], holder, *path[1:]) for holder in ("value", "object")]
+        return [(path[0], holder, *path[1:]) for holder in ("value", "object", "languageMap")]
 
     def _json_type(self, path: tuple[str, ...]) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
@@ -329,7 +358,9 @@ class SqlCompiler:
             if isinstance(literal, bool):
                 raw = sa.cast(raw, sa.Boolean)
             elif _is_number(literal):
-                raw = sa.cast(raw, sa.Float)
+                # Every stored number is an exact double (see ngsi._storable), so double precision compares
+                # exactly, except against an int literal that is no double (2^53 + 1): there, numeric.
+                raw = sa.cast(raw, sa.Numeric if _inexact_as_double(literal) else sa.Float)
             else:
                 raw = sa.collate(raw, "C")  # code-point order, as in Python and SQLite
         return sa.case((self._json_type(path).in_(kinds), raw), else_=sa.null())
@@ -352,7 +383,7 @@ class SqlCompiler:
 
     def _equals(self, path: tuple[str, ...], literal: Scalar | Range | tuple[Scalar, ...]) -> ColumnElement[bool]:
         if isinstance(literal, Range):
-            value = self._value(path, literal.low)
+            value = self._value(path, literal.high if _inexact_as_double(literal.high) else literal.low)
             return sa.and_(value.is_not(None), value >= literal.low, value <= literal.high)
         if isinstance(literal, tuple):
             return sa.or_(*(self._equals(path, item) for item in literal))
