@@ -254,3 +254,76 @@ def test_operator_defined_types(client):
     names = {t["name"] for t in client.get(f"{BASE}/types").json()}
     assert {"AirQualityObserved", "WaterQualityObserved", "TrafficFlowObserved", "Streetlight",
             "WasteContainer", "ServiceRequest"} <= names
+
+
+@pytest.mark.parametrize("spatial_path", ["spatial-index", "id-order-scan"])
+def test_boxes_follow_entities_that_move_change_shape_or_go(client, monkeypatch, spatial_path):
+    from citybrain.hub.entities import service
+
+    if spatial_path == "id-order-scan":
+        monkeypatch.setattr(service, "SPATIAL_CANDIDATES_MAX", -1)
+
+    def ids(box: str) -> set[str]:
+        return {e["id"].rsplit(":", 1)[1] for e in client.get(f"{BASE}/entities", params={"bbox": box}).json()["items"]}
+
+    def put(**location: Any) -> None:
+        entity = {**air("mover"), "location": {"type": "GeoProperty", "value": location}} if location else air("mover")
+        assert client.post(f"{BASE}/entityOperations/upsert", json=[entity]).status_code == 200
+
+    near_a, middle_of_road, near_c = "120.09,30.24,120.11,30.26", "120.149,30.249,120.151,30.251", "120.19,30.19,120.21,30.21"
+    put(type="Point", coordinates=[120.10, 30.25])
+    assert ids(near_a) == {"XH-mover"} and ids(middle_of_road) == set()
+    # A road whose ends both lie outside the box: only the index of shapes can find it.
+    put(type="LineString", coordinates=[[120.14, 30.25], [120.16, 30.25]])
+    assert ids(near_a) == set() and ids(middle_of_road) == {"XH-mover"}
+    put(type="LineString", coordinates=[[120.14, 30.26], [120.16, 30.26]])  # the same shape, moved north
+    assert ids(middle_of_road) == set()
+    put(type="Point", coordinates=[120.20, 30.20])
+    assert ids(middle_of_road) == set() and ids(near_c) == {"XH-mover"}
+    merged = {"id": air("mover")["id"], "type": "AirQualityObserved",
+              "pm25": {"type": "Property", "value": 99.0, "observedAt": "2026-11-25T09:00:00Z"}}
+    assert client.post(f"{BASE}/entityOperations/upsert", params={"options": "update"}, json=[merged]).status_code == 200
+    assert ids(near_c) == {"XH-mover"}  # a merge without location keeps the place
+    assert client.delete(f"{BASE}/entities/{air('mover')['id']}").status_code == 204
+    assert ids(near_c) == set()
+
+
+def test_attribute_changes_keep_place_org_unit_and_creation(client, clock):
+    entity = air(50, pm25=10.0, org=LINGYIN)
+    client.post(f"{BASE}/entities", json=entity)
+    clock.advance(60)
+    entity["pm25"] = {"type": "Property", "value": 11.0, "observedAt": "2026-11-25T08:01:00Z"}
+    assert client.post(f"{BASE}/entityOperations/upsert", json=[entity]).status_code == 200
+    stored = client.get(f"{BASE}/entities/{entity['id']}", params={"options": "sysAttrs"}).json()
+    assert stored["pm25"]["value"] == 11.0
+    assert (stored["createdAt"], stored["modifiedAt"]) == ("2026-11-25T08:00:00Z", "2026-11-25T08:01:00Z")
+    found = client.get(f"{BASE}/entities", params={"orgUnit": LINGYIN, "bbox": "120.09,30.24,120.11,30.26"}).json()
+    assert [e["id"] for e in found["items"]] == [entity["id"]]
+
+
+def test_history_pages_walk_the_instances_of_one_change(client, clock):
+    entity = air(60, pm25=10.0, no2={"type": "Property", "value": 5.0, "observedAt": "2026-11-25T07:00:00Z"},
+                 status={"type": "Property", "value": "ok"})
+    client.post(f"{BASE}/entities", json=entity)
+    url = f"{BASE}/entities/{entity['id']}/history"
+    whole = client.get(url).json()["items"]
+    assert [(i["attribute"], i["seq"] == whole[0]["seq"]) for i in whole] == [
+        ("no2", True), ("pm25", True), ("status", True)]  # one change, in attribute-name order
+    assert [i["observedAt"] for i in whole] == ["2026-11-25T07:00:00Z", "2026-11-25T08:00:00Z", None]
+    walked, cursor = [], None
+    while True:
+        page = client.get(url, params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+        walked += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == whole
+    # The window applies to each instance: status has no observedAt, so its time is its arrival (08:00).
+    window = client.get(url, params={"since": "2026-11-25T06:30:00Z", "until": "2026-11-25T07:30:00Z"}).json()
+    assert [i["attribute"] for i in window["items"]] == ["no2"]
+    clock.advance(60)
+    entity["status"] = {"type": "Property", "value": "repair"}
+    client.post(f"{BASE}/entityOperations/upsert", json=[entity])
+    latest = client.get(url, params={"attrs": "status"}).json()["items"]
+    assert [i["instance"]["value"] for i in latest] == ["ok", "repair"] and latest[1]["seq"] > whole[0]["seq"]
+    assert "cursor" in fields(client.get(url, params={"cursor": "bm90LWEtY3Vyc29y"}))

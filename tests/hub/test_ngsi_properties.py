@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from citybrain.cli import app as cli_app
 from citybrain.core.errors import InvalidInput
-from citybrain.hub.entities.models import AttributeHistoryRow, EntityRow
+from citybrain.hub.entities.models import EntityHistoryRow, EntityRow
 from citybrain.hub.entities.ngsi import EntityRecord, parse_entity, record_to_ngsi, to_ngsi
 from tests.hub.strategies import (
     add_test_types,
@@ -59,7 +59,7 @@ def clear_entities(platform: Any) -> None:
     """Each Hypothesis example starts from an empty store (the platform fixture lives for the whole test)."""
     with platform.transaction() as session:
         session.execute(sa.delete(EntityRow))
-        session.execute(sa.delete(AttributeHistoryRow))
+        session.execute(sa.delete(EntityHistoryRow))
 
 
 @pytest.fixture

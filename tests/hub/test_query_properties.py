@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from citybrain.core.errors import InvalidInput
 from citybrain.hub.entities import geo
-from citybrain.hub.entities.models import AttributeHistoryRow, EntityRow
+from citybrain.hub.entities import service as entity_service
+from citybrain.hub.entities.models import EntityHistoryRow, EntityRow
 from citybrain.hub.entities.ngsi import EntityRecord, parse_entity, record_to_ngsi
 from citybrain.hub.entities.query import (
     MAX_Q_LENGTH,
@@ -84,7 +85,7 @@ def clear_entities(platform: Any) -> None:
     """Each Hypothesis example starts from an empty store (the platform fixture lives for the whole test)."""
     with platform.transaction() as session:
         session.execute(sa.delete(EntityRow))
-        session.execute(sa.delete(AttributeHistoryRow))
+        session.execute(sa.delete(EntityHistoryRow))
 
 
 def store(api: Any, platform: Any, batch: list[dict[str, Any]]) -> list[EntityRecord]:
@@ -273,9 +274,17 @@ def csv(numbers: tuple[float, ...]) -> str:
     return ",".join(repr(n) for n in numbers)
 
 
+@pytest.fixture(params=["spatial-index", "id-order-scan"])
+def spatial_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Boxes answered from the spatial indexes (small ones), or by walking entities in id order (large)."""
+    if request.param == "id-order-scan":
+        monkeypatch.setattr(entity_service, "SPATIAL_CANDIDATES_MAX", -1)
+    return request.param
+
+
 @STORE_SETTINGS
 @given(case=geo_cases())
-def test_bbox_and_near_agree_with_exact_geometry(api: Any, platform: Any, case: Any) -> None:
+def test_bbox_and_near_agree_with_exact_geometry(api: Any, platform: Any, spatial_path: str, case: Any) -> None:
     locations, box, near = case
     records = store(api, platform, located(locations))
     placed = [r for r in records if r.location is not None]

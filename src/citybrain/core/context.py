@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import msgspec
 
+_VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
+# A generator of our own: the module-level one is reseeded by test frameworks (Hypothesis replays it), and
+# repeated ids would collide in the store. Seeded from the OS, and again in every forked child.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+_getrandbits = _random.getrandbits
+
 
 def new_id() -> str:
-    """A time-ordered unique id (UUIDv7 layout) so ids sort by creation time in logs and stores."""
-    unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | (
-        rand & ((1 << 62) - 1)
-    )
+    """A time-ordered unique id (UUIDv7 layout) so ids sort by creation time in logs and stores.
+
+    The 74 random bits only need to be unique, not unguessable (ids are not secrets), so they come from
+    a Mersenne Twister seeded from the OS rather than a system call per id: a batch of 1,000 entity
+    changes makes 1,000 events.
+    """
+    value = ((time.time_ns() // 1_000_000) & ((1 << 48) - 1)) << 80 | _VERSION_AND_VARIANT | _getrandbits(12) << 64 | (
+        _getrandbits(62))
     hex_ = f"{value:032x}"
     return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 

@@ -13,6 +13,23 @@ from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = logging.getLogger(__name__)
+# Tables the migrations create that no model describes: SQLite's R*Tree over entity shapes and its shadow
+# tables (entity_shapes_node, _parent, _rowid). Autogenerate must neither drop nor report them.
+UNMODELLED_TABLE_PREFIXES = ("entity_shapes",)
+
+
+# Indexes the migrations create that no model declares: PostgreSQL's partial GiST over entity shapes.
+UNMODELLED_INDEXES = ("ix_entities_shape_box",)
+
+
+def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+    """Alembic's filter of reflected names: everything but the unmodelled tables."""
+    return not (type_ == "table" and name is not None and name.startswith(UNMODELLED_TABLE_PREFIXES))
+
+
+def include_object(_object: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
+    """Alembic's filter of schema objects: everything but the unmodelled indexes."""
+    return not (type_ == "index" and name in UNMODELLED_INDEXES)
 
 
 def alembic_config(url: str) -> Config:

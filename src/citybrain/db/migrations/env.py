@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from citybrain.db.base import import_all_models
+from citybrain.db.migrate import include_name, include_object
 
 target_metadata = import_all_models()
 config = context.config
@@ -17,6 +18,8 @@ def run(connection: sa.Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -58,8 +58,10 @@ def _check_scope(platform: Platform, ctx: Context, org_unit: str | None, where: 
 
 
 def _events(changes: Sequence[EntityChange], ctx: Context) -> list[EntityChanged]:
+    occurred_at = datetime.now(UTC)  # one write, one moment: a batch's events share it
     return [EntityChanged(context=ctx, entity_id=c.entity_id, entity_type=c.entity_type, org_unit=c.org_unit,
-                          operation=c.operation, attributes=c.attributes, entity=c.entity) for c in changes]
+                          operation=c.operation, attributes=c.attributes, entity=c.entity, occurred_at=occurred_at)
+            for c in changes]
 
 
 def _run_hooks(platform: Platform, session: Session, changes: list[EntityChange]) -> None:
@@ -101,8 +103,9 @@ async def upsert_batch(platform: Platform, items: Sequence[Any], *, mode: Upsert
 
     def work() -> tuple[BatchResult, list[EntityChange]]:
         good, errors = validate_batch(platform, items, ctx)
+        prepared = service.prepare_entities(good)
         with platform.transaction() as session:
-            outcome = service.upsert_entities(session, records=good, mode=mode, actor=ctx.actor,
+            outcome = service.upsert_entities(session, records=prepared, mode=mode, actor=ctx.actor,
                                               now=platform.clock.now())
             _run_hooks(platform, session, outcome.changes)
         failed = {e.index for e in outcome.errors}
@@ -126,7 +129,8 @@ async def write_entity(platform: Platform, raw: Any, *, ctx: Context, create_onl
         with platform.transaction() as session:
             if create_only and session.get(EntityRow, record.id) is not None:
                 raise Conflict(f"entity {record.id} already exists; use PUT to replace it")
-            outcome = service.upsert_entities(session, records=[(0, record)], mode="replace", actor=ctx.actor,
+            outcome = service.upsert_entities(session, records=service.prepare_entities([(0, record)]),
+                                              mode="replace", actor=ctx.actor,
                                               now=platform.clock.now())
             if outcome.errors:
                 raise Conflict(outcome.errors[0].reason, errors=[FieldError("type", outcome.errors[0].reason)])
@@ -156,7 +160,8 @@ async def update_attributes(platform: Platform, entity_id: str, raw_attrs: Any, 
             if not attrs:
                 raise InvalidInput.at("", "no attributes given")
             record = EntityRecord(row.id, row.type, row.org_unit, row.location, None, attrs)
-            outcome = service.upsert_entities(session, records=[(0, record)], mode="merge", actor=ctx.actor,
+            outcome = service.upsert_entities(session, records=service.prepare_entities([(0, record)]),
+                                              mode="merge", actor=ctx.actor,
                                               now=platform.clock.now())
             _run_hooks(platform, session, outcome.changes)
             session.flush()

@@ -248,6 +248,14 @@ async def batch_delete(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -
     return _batch_result(await flows.delete_entities(platform, body, ctx=ctx))
 
 
+def _history_cursor(cursor: str) -> tuple[int, str]:
+    """A history cursor is the (seq, attribute) of the last item seen."""
+    seq, _, attribute = service.decode_cursor(cursor).partition(":")
+    if not (seq.isdigit() and attribute):
+        raise InvalidInput.at("cursor", "not a cursor this API returned")
+    return int(seq), attribute
+
+
 @router.get("/entities/{entity_id}/history", response_model=HistoryPage, summary="Attribute history")
 async def history(
     platform: PlatformDep,
@@ -261,27 +269,22 @@ async def history(
     for name, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidInput.at(name, "a timestamp with a zone is required, e.g. 2026-01-01T00:00:00Z")
-    after_seq = None
-    if page.cursor:
-        decoded = service.decode_cursor(page.cursor)
-        if not decoded.isdigit():
-            raise InvalidInput.at("cursor", "not a cursor this API returned")
-        after_seq = int(decoded)
+    after = _history_cursor(page.cursor) if page.cursor else None
 
     def work() -> dict[str, Any]:
         with platform.session() as session:
-            rows = service.attribute_history(session, entity_id=entity_id, attributes=_csv(attrs), since=since,
-                                             until=until, after_seq=after_seq, limit=page.limit + 1)
-            if not rows and after_seq is None and session.get(EntityRow, entity_id) is None:
+            items = service.attribute_history(session, entity_id=entity_id, attributes=_csv(attrs), since=since,
+                                              until=until, after=after, limit=page.limit + 1)
+            if not items and after is None and session.get(EntityRow, entity_id) is None:
                 raise NotFound(f"entity {entity_id} does not exist and has no history")
-        more = len(rows) > page.limit
-        rows = rows[: page.limit]
+        more = len(items) > page.limit
+        items = items[: page.limit]
         return {
             "entityId": entity_id,
-            "items": [{"seq": r.seq, "attribute": r.attribute, "instance": r.instance,
-                       "observedAt": format_datetime(r.observed_at) if r.observed_at else None,
-                       "recordedAt": format_datetime(r.recorded_at), "actor": r.actor} for r in rows],
-            "next_cursor": service.encode_cursor(str(rows[-1].seq)) if more else None,
+            "items": [{"seq": i.seq, "attribute": i.attribute, "instance": i.instance,
+                       "observedAt": format_datetime(i.observed_at) if i.observed_at else None,
+                       "recordedAt": format_datetime(i.recorded_at), "actor": i.actor} for i in items],
+            "next_cursor": service.encode_cursor(f"{items[-1].seq}:{items[-1].attribute}") if more else None,
         }
 
     body = await platform.run(work)

@@ -87,6 +87,9 @@ class EntityPage(BaseModel):
 
 
 class AttributeInstance(BaseModel):
+    """One attribute instance the hub accepted. `seq` numbers the change that wrote it: the instances one
+    change wrote share it and come in attribute-name order."""
+
     seq: int
     attribute: str
     instance: dict[str, Any]
