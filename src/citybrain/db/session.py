@@ -46,8 +46,6 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
-            if os.environ.get("XPAGE"):
-                cursor.execute(f"PRAGMA page_size={os.environ['XPAGE']}")
             # WAL lets readers proceed while a batch is written; NORMAL sync is durable across a process
             # crash (not a power cut), which matches what an embedded deployment promises.
             cursor.execute("PRAGMA journal_mode=WAL")
