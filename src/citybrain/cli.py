@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,10 +80,16 @@ def _serve(settings: Settings, platform: Any, workers: int = 1) -> None:
     if workers > 1:
         # Each worker builds its own platform from the environment; this one only migrated the store.
         platform.dispose()
-        os.environ.update({"CITYBRAIN_DB": settings.database_url, "CITYBRAIN_BUS": settings.bus,
-                           "CITYBRAIN_HOME": str(settings.home), "CITYBRAIN_BUS_STREAM": settings.bus_stream})
-        uvicorn.run("citybrain.api.app:app_from_environment", factory=True, workers=workers, host=settings.host,
-                    port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+        from citybrain.api.workers import WorkersFailed, serve_workers
+
+        environment = {"CITYBRAIN_DB": settings.database_url, "CITYBRAIN_BUS": settings.bus,
+                       "CITYBRAIN_HOME": str(settings.home), "CITYBRAIN_BUS_STREAM": settings.bus_stream}
+        try:
+            serve_workers(settings.host, settings.port, workers, environment)
+        except OSError as exc:
+            _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        except WorkersFailed as exc:
+            _fail(str(exc))
         return
     api = create_app(platform)
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="info", access_log=False,

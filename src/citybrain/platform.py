@@ -18,7 +18,7 @@ from citybrain.core.clock import Clock, SystemClock
 from citybrain.core.events import EntityTypesChanged, OrgTreeChanged
 from citybrain.db.migrate import upgrade
 from citybrain.db.point_reads import PointReader, point_reader_for
-from citybrain.db.session import WalCheckpointer, WriterQueue, create_db_engine, make_session_factory
+from citybrain.db.session import SqliteMaintenance, WriterQueue, create_db_engine, make_session_factory
 from citybrain.hub.entities.types import TypeRegistry
 from citybrain.hub.org.tree import OrgTree
 from citybrain.settings import Settings
@@ -48,8 +48,8 @@ class Platform:
         self.point_reads: PointReader = point_reader_for(self.engine)
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._writers = WriterQueue(self.engine.url.database) if self._sqlite else None
-        self._checkpointer = (WalCheckpointer(self.engine.url.database, self._writers)
-                              if self._writers is not None else None)
+        self._maintenance = (SqliteMaintenance(self.engine.url.database, self._writers)
+                             if self._writers is not None else None)
         self.bus: Bus = bus or create_bus(settings.bus, stream=settings.bus_stream)
         self.types = TypeRegistry()
         self.org_tree = OrgTree()
@@ -82,8 +82,8 @@ class Platform:
         self._started = True
         await self.bus.start()
         await self.point_reads.start()
-        if self._checkpointer is not None:
-            self._checkpointer.start()
+        if self._maintenance is not None:
+            self._maintenance.start()
         # Plain (not group) subscriptions: with several API processes on a shared bus, each reloads its own.
         self._unsubscribers.append(await self.bus.subscribe(OrgTreeChanged, self._reload_tree))
         self._unsubscribers.append(await self.bus.subscribe(EntityTypesChanged, self._reload_types))
@@ -107,8 +107,8 @@ class Platform:
             await unsubscribe()
         self._unsubscribers.clear()
         await self.point_reads.stop()
-        if self._checkpointer is not None:
-            await anyio.to_thread.run_sync(self._checkpointer.stop)
+        if self._maintenance is not None:
+            await anyio.to_thread.run_sync(self._maintenance.stop)
         await self.bus.stop()
 
     def dispose(self) -> None:
@@ -151,8 +151,8 @@ class Platform:
             # would diff against stale rows, or fail with SQLITE_BUSY_SNAPSHOT across processes.
             session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
+        if self._maintenance is not None:
+            self._maintenance.committed()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking store work off the event loop."""

@@ -164,6 +164,14 @@ def test_serve_with_two_workers_answers_and_shares_changes(tmp_path: Path, strea
                     assert response.status_code == 201, response.text
             listed = client.get("/api/v1/entities", params={"type": "Bench", "limit": 100}).json()
             assert len(listed["items"]) == 40
+            # Connections opened together are spread over both processes (each has its own socket).
+            clients = [httpx.Client(base_url=base, timeout=10) for _ in range(16)]
+            try:
+                answered_by = {fresh.get("/health").json()["process"] for fresh in clients}
+            finally:
+                for fresh in clients:
+                    fresh.close()
+            assert len(answered_by) == 2
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -172,6 +180,17 @@ def test_serve_with_two_workers_answers_and_shares_changes(tmp_path: Path, strea
             server.kill()
             raise
     assert server.returncode == 0
+
+
+def test_serve_refuses_a_port_another_program_holds(tmp_path: Path, stream: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(cli_app, ["serve", "--home", str(tmp_path), "--port", str(port), "--workers", "2",
+                                              "--bus", NATS_URL], env={"CITYBRAIN_BUS_STREAM": stream})
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
 
 
 def test_several_workers_need_a_shared_bus(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -68,7 +69,8 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
     for router in (entities_router, types_router, org_router, *_extra_routers()):
         app.include_router(router)
 
-    @app.get("/health", tags=["operations"], summary="Liveness and the state of the store and bus")
+    @app.get("/health", tags=["operations"],
+             summary="Liveness, the state of the store and bus, and which server process answered")
     async def health() -> dict[str, object]:
         def check_db() -> bool:
             import sqlalchemy as sa
@@ -82,7 +84,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
                 return False
 
         db_ok = await platform.run(check_db)
-        return {"status": "ok" if db_ok else "degraded", "version": __version__,
+        return {"status": "ok" if db_ok else "degraded", "version": __version__, "process": os.getpid(),
                 "store": {"dialect": platform.dialect, "ok": db_ok}, "bus": platform.bus.describe,
                 "org_units": len(platform.org_tree)}
 

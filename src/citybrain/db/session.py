@@ -108,24 +108,31 @@ class WriterQueue:
                 self._fd = None
 
 
-class WalCheckpointer:
-    """Copies SQLite's write-ahead log back into the database file from a background thread.
+class SqliteMaintenance:
+    """Upkeep of a SQLite store from a background thread: WAL checkpoints and planner statistics.
 
-    Left to SQLite, the writer whose commit crosses the auto-checkpoint size copies the whole WAL while it
-    holds the write lock: at a million entities that was half of what a batch commit cost. Here a thread
-    does the copying (the driver releases the GIL while SQLite works, so it runs on the other core), and
-    only the last few frames that writers appended meanwhile are copied under the write lock, so that
-    the next writer can start the log from its beginning again instead of growing it.
+    * Left to SQLite, the writer whose commit crosses the auto-checkpoint size copies the whole WAL while it
+      holds the write lock: at a million entities that was half of what a batch commit cost. Here the thread
+      does the copying (the driver releases the GIL while SQLite works, so it runs on the other core), and
+      only the last few frames that writers appended meanwhile are copied under the write lock, so that
+      the next writer can start the log from its beginning again instead of growing it.
+    * Without statistics SQLite's planner guesses ten rows per index key: a district-wide org-unit filter
+      (1,568 units) then sorted every entity instead of walking them in id order (22 ms → 1.3 ms at 100,000
+      entities). A sampled ANALYZE (a few ms) runs after every `analyze_every` commits.
     """
 
     def __init__(self, database: str, writers: WriterQueue, *, threshold_bytes: int = 32 * 1024 * 1024,
-                 catch_up_frames: int = 512) -> None:
+                 catch_up_frames: int = 512, analyze_every: int = 500) -> None:
         self.database = database
         self.wal_path = Path(f"{database}-wal")
         self.writers = writers
         self.threshold_bytes = threshold_bytes
         self.catch_up_frames = catch_up_frames
+        self.analyze_every = analyze_every
         self.checkpoints = 0
+        self.analyses = 0
+        self._commits = 0
+        self._analyzed_at_commit: int | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,7 +140,7 @@ class WalCheckpointer:
     def start(self) -> None:
         if self._thread is None:
             self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpointer", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="sqlite-maintenance", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -145,6 +152,7 @@ class WalCheckpointer:
 
     def committed(self) -> None:
         """A writer committed: look at the WAL's size soon."""
+        self._commits += 1
         self._wake.set()
 
     def _wal_bytes(self) -> int:
@@ -163,8 +171,9 @@ class WalCheckpointer:
                     break
                 try:
                     self._checkpoint_if_large(connection)
+                    self._analyze_if_due(connection)
                 except sqlite3.Error:
-                    log.exception("WAL checkpoint of %s failed; SQLite's own checkpoint stays as a backstop",
+                    log.exception("maintenance of %s failed; SQLite's own checkpoint stays as a backstop",
                                   self.database)
                     self._stopping.wait(5.0)
         finally:
@@ -187,3 +196,14 @@ class WalCheckpointer:
         with self.writers.turn():
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
+
+    def _analyze_if_due(self, connection: sqlite3.Connection) -> None:
+        commits = self._commits
+        if self._analyzed_at_commit is not None and commits - self._analyzed_at_commit < self.analyze_every:
+            return
+        with self.writers.turn():
+            connection.execute("PRAGMA analysis_limit=400")  # sample each index: milliseconds, not minutes
+            connection.execute("ANALYZE")
+            connection.commit()
+        self._analyzed_at_commit = commits
+        self.analyses += 1
