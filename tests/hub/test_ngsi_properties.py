@@ -112,6 +112,38 @@ def test_a_broken_field_is_named(broken: tuple[dict[str, Any], str]) -> None:
     assert [error.field for error in in_batch.value.errors] == [f"[7].{field}" for field in fields]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(entities(), breakages().map(lambda broken: broken[0])))
+def test_lean_pass_is_the_thorough_validator_for_plain_entities(raw: dict[str, Any]) -> None:
+    # parse_entity's lean pass takes every valid plain-JSON entity, with the record the thorough validator
+    # gives; everything else it leaves to that validator.
+    from citybrain.hub.entities import ngsi
+
+    org_units = frozenset(org_codes())
+    lean = ngsi._plain_entity(raw, type_registry(), org_units)
+    try:
+        thorough = ngsi._validate_entity(raw, type_registry(), org_units, "")
+    except InvalidInput:
+        assert lean is None, raw
+    else:
+        assert lean is not None, raw
+        assert repr(lean) == repr(thorough)
+        assert lean.location is thorough.location
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("id", "urn:ngsi-ld:AirQualityObserved:1\n"),  # ids travel as one URL path segment
+    ("id", "urn:ngsi-ld:AirQualityObserved:\u212a"),  # the Kelvin sign, which IGNORECASE took for a k
+    ("temp\n", {"type": "Property", "value": 1}),
+    ("location", {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [10**400, 30]}}),
+])
+def test_near_misses_are_refused_by_name(field: str, value: Any) -> None:
+    raw = {"id": "urn:ngsi-ld:AirQualityObserved:1", "type": "AirQualityObserved", field: value}
+    with pytest.raises(InvalidInput) as caught:
+        parse(raw)
+    assert [error.field.split(".")[0] for error in caught.value.errors] == [field]
+
+
 # ------------------------------------------------------------------------------------------ the API
 
 

@@ -22,11 +22,18 @@ METERS_PER_DEG_LAT = EARTH_RADIUS_M * math.pi / 180  # ≈ 111,195 m: the sphere
 BBox = tuple[float, float, float, float]  # min_lon, min_lat, max_lon, max_lat
 
 
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int no double can hold, such as 10**400
+        return False
+
+
 def _check_position(position: Any, path: str, errors: ErrorCollector) -> bool:
     if not isinstance(position, list) or len(position) not in (2, 3):
         errors.add(path, "a position is [longitude, latitude] or [longitude, latitude, altitude]")
         return False
-    if not all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in position):
+    if not all(isinstance(c, int | float) and not isinstance(c, bool) and _finite(c) for c in position):
         errors.add(path, "coordinates must be finite numbers")
         return False
     lon, lat = position[0], position[1]

@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-TYPE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-ATTR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# \Z, not $: a $ also matches before a trailing newline, and "temp\n" is no attribute name.
+TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}\Z")
+ATTR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+ATTR_NAME_RULE = "ASCII letters, digits and _, not starting with a digit, at most 128 characters"
 
 
 class AttrKind(StrEnum):
@@ -70,7 +72,7 @@ class TypeSpec(BaseModel):
     def _attribute_names(cls, value: dict[str, AttrSpec]) -> dict[str, AttrSpec]:
         for name in value:
             if not ATTR_NAME_RE.match(name):
-                raise ValueError(f"attribute name {name!r} must match {ATTR_NAME_RE.pattern}")
+                raise ValueError(f"attribute name {name!r}: {ATTR_NAME_RULE}")
         return value
 
 
