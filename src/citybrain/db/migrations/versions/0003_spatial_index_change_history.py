@@ -11,6 +11,7 @@ Create Date: 2026-12-01
   GiST index on PostgreSQL. Points stay out of both, because an R*Tree insert cost about twice what a
   B-tree insert did, and most city entities (stations, devices, lamps, bins) are points.
 * `(org_unit)` becomes `(org_unit, type, id)`, so "this type in this village, in id order" is one range.
+* PostgreSQL keeps 30 % of each entities page free, so attribute updates can be HOT updates.
 * `attribute_history` (a row per attribute instance) becomes `entity_history` (a row per change holding the
   instances it wrote). Every old row carries over as a change of one attribute, with its seq, so history
   pages and their order stay as they were.
@@ -67,6 +68,10 @@ def upgrade() -> None:
             op.execute(statement)
     else:
         op.execute(f"CREATE INDEX ix_entities_shape_box ON entities USING gist ({POSTGRES_BOX}) WHERE {HAS_EXTENT}")
+        # Room in each page for the next version of a row, so that an update of attributes alone (no indexed
+        # column) stays on its page as a HOT update instead of adding an entry to every index: at 100 %
+        # 0.3 % of such updates were HOT, at 70 % half of them, and the update cost 45 % less.
+        op.execute("ALTER TABLE entities SET (fillfactor = 70)")
 
     op.create_table('entity_history',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -123,6 +128,7 @@ def downgrade() -> None:
             op.execute(statement)
     else:
         op.execute("DROP INDEX IF EXISTS ix_entities_shape_box")
+        op.execute("ALTER TABLE entities RESET (fillfactor)")
     with op.batch_alter_table('entities', schema=None) as batch_op:
         batch_op.drop_index('ix_entities_org_unit_type_id')
         batch_op.create_index('ix_entities_org_unit', ['org_unit'], unique=False)
