@@ -672,9 +672,10 @@ def run_backend(backend: str, workers: int, args: argparse.Namespace, bodies: li
                               label=f"{name}: GET one entity", postgres=postgres)
             queries = {}
             for kind in QUERY_KINDS:
-                queries[kind] = run_wrk(server, work / f"query-{kind}.txt", threads=1,
-                                        connections=args.query_connections, duration=args.query_duration,
-                                        label=f"{name}: query {kind}", postgres=postgres)
+                with profiled(server, args.profile, f"{name}-query-{kind}"):
+                    queries[kind] = run_wrk(server, work / f"query-{kind}.txt", threads=1,
+                                            connections=args.query_connections, duration=args.query_duration,
+                                            label=f"{name}: query {kind}", postgres=postgres)
         finally:
             server.stop()
     finally:

@@ -64,7 +64,9 @@ class EntityHistoryRow(Base):
 
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     entity_id: Mapped[str] = mapped_column(sa.String(512))
-    instances: Mapped[dict[str, Any]] = mapped_column(JSONType)  # attribute name → NGSI-LD attribute
+    # attribute name → NGSI-LD attribute. Plain json (text) on PostgreSQL, not jsonb: history is read
+    # whole and never filtered by content, and jsonb's conversion was a fifth of what a write cost there.
+    instances: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     observed_from: Mapped[datetime] = mapped_column(UTCDateTime)
     observed_to: Mapped[datetime] = mapped_column(UTCDateTime)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

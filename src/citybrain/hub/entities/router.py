@@ -141,8 +141,10 @@ async def query_entities(
 
     def work() -> dict[str, Any]:
         with platform.session() as session:
-            rows, next_cursor = service.query_entities(session, query=query, after=after, limit=page.limit)
-            items = [service.row_to_ngsi(row, sys_attrs=options == "sysAttrs") for row in rows]
+            sys_attrs = options == "sysAttrs"
+            rows, next_cursor = service.query_entities(session, query=query, after=after, limit=page.limit,
+                                                       sys_attrs=sys_attrs)
+            items = [service.row_to_ngsi(row, sys_attrs=sys_attrs) for row in rows]
             if wanted:
                 items = [{k: v for k, v in item.items() if k in ("id", "type") or k in wanted} for item in items]
             body: dict[str, Any] = {"items": items, "next_cursor": next_cursor}

@@ -76,14 +76,14 @@ def upgrade() -> None:
     op.create_table('entity_history',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('entity_id', sa.String(length=512), nullable=False),
-    sa.Column('instances', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('instances', sa.JSON(), nullable=False),
     sa.Column('observed_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('observed_to', sa.DateTime(timezone=True), nullable=False),
     sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=256), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_entity_history'))
     )
-    instances = "json_object(attribute, json(instance))" if sqlite else "jsonb_build_object(attribute, instance)"
+    instances = "json_object(attribute, json(instance))" if sqlite else "json_build_object(attribute, instance)"
     op.execute("INSERT INTO entity_history (seq, entity_id, instances, observed_from, observed_to, recorded_at, "
                f"actor) SELECT seq, entity_id, {instances}, coalesce(observed_at, recorded_at), "
                "coalesce(observed_at, recorded_at), recorded_at, actor FROM attribute_history ORDER BY seq")
@@ -109,15 +109,16 @@ def downgrade() -> None:
     sa.Column('actor', sa.String(length=256), nullable=False),
     sa.PrimaryKeyConstraint('seq', name=op.f('pk_attribute_history'))
     )
-    # A change of several attributes becomes several rows; only single-attribute changes keep their seq.
+    # A change of several attributes becomes several rows (new seqs); observedAt comes from each instance.
     if sqlite:
-        op.execute("INSERT INTO attribute_history (entity_id, attribute, instance, observed_at, recorded_at, actor) "
-                   "SELECT h.entity_id, a.key, a.value, nullif(h.observed_from, h.recorded_at), h.recorded_at, "
-                   "h.actor FROM entity_history h, json_each(h.instances) a ORDER BY h.seq, a.key")
+        observed = "nullif(h.observed_from, h.recorded_at)"  # SQLite keeps no zone-aware time to cast to
+        instance = "a.value"
     else:
-        op.execute("INSERT INTO attribute_history (entity_id, attribute, instance, observed_at, recorded_at, actor) "
-                   "SELECT h.entity_id, a.key, a.value, nullif(h.observed_from, h.recorded_at), h.recorded_at, "
-                   "h.actor FROM entity_history h, jsonb_each(h.instances) a ORDER BY h.seq, a.key")
+        observed = "(a.value ->> 'observedAt')::timestamptz"
+        instance = "a.value::jsonb"
+    op.execute("INSERT INTO attribute_history (entity_id, attribute, instance, observed_at, recorded_at, actor) "
+               f"SELECT h.entity_id, a.key, {instance}, {observed}, h.recorded_at, h.actor "
+               "FROM entity_history h, json_each(h.instances) a ORDER BY h.seq, a.key")
     with op.batch_alter_table('attribute_history', schema=None) as batch_op:
         batch_op.create_index('ix_attribute_history_entity_attr_seq', ['entity_id', 'attribute', 'seq'], unique=False)
     with op.batch_alter_table('entity_history', schema=None) as batch_op:
