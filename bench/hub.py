@@ -866,7 +866,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="append to BENCHMARKS.md and write bench/results/hub.json (default: yes, no with --quick)")
     parser.add_argument("--upsert-client", choices=("python", "wrk"), default="python",
                         help="load generator for the upsert phase (python: raw asyncio streams on uvloop)")
-    parser.add_argument("--upsert-connections", type=int, default=4, help="concurrent connections for the load")
+    parser.add_argument("--upsert-connections", type=int, default=16,
+                        help="concurrent connections for the load (many systems and gateways post at once; the "
+                             "kernel spreads connections over worker processes by address, so with 4 one of two "
+                             "workers often got three or all of them)")
     parser.add_argument("--get-connections", type=int, default=32)
     parser.add_argument("--query-connections", type=int, default=4)
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
