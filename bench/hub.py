@@ -243,17 +243,23 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU of every postgres process on the machine (server backends, WAL writer, checkpointer, autovacuum)."""
-    total = 0.0
+def postgres_cpu_seconds() -> dict[int, float]:
+    """CPU of every postgres process on the machine (server backends, WAL writer, checkpointer, autovacuum),
+    by pid: a phase counts what each process alive at its end spent during it (a process that started
+    meanwhile counts whole), so a backend that exits mid-phase cannot make the total negative."""
+    seconds = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "postgres":
-                    total += cpu_seconds(int(entry.name))
+                    seconds[int(entry.name)] = cpu_seconds(int(entry.name))
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
-    return total
+    return seconds
+
+
+def postgres_cpu_since(start: dict[int, float]) -> float:
+    return sum(max(0.0, now - start.get(pid, 0.0)) for pid, now in postgres_cpu_seconds().items())
 
 
 def children_cpu_seconds() -> float:
@@ -274,14 +280,14 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self._start = (time.perf_counter(), tree_cpu_seconds(self.server_pid),
-                       postgres_cpu_seconds() if self.postgres else 0.0, self_cpu_seconds() + children_cpu_seconds())
+                       postgres_cpu_seconds() if self.postgres else {}, self_cpu_seconds() + children_cpu_seconds())
         return self
 
     def __exit__(self, *_: object) -> None:
         wall, server, pg, gen = self._start
         self.wall_s = time.perf_counter() - wall
         self.server_s = tree_cpu_seconds(self.server_pid) - server
-        self.postgres_s = (postgres_cpu_seconds() - pg) if self.postgres else 0.0
+        self.postgres_s = postgres_cpu_since(pg) if self.postgres else 0.0
         self.generator_s = self_cpu_seconds() + children_cpu_seconds() - gen
 
     def shares(self) -> dict[str, float]:
