@@ -76,8 +76,9 @@ def test_0003_carries_attribute_history_and_boxes_over(empty_db_url):
         conn.execute(sa.text(
             "INSERT INTO entities (id, type, org_unit, location, min_lon, min_lat, max_lon, max_lat, attrs, "
             "created_at, modified_at, version) VALUES ('urn:x:road', 'Road', NULL, :loc, 120.1, 30.2, 120.3, "
-            "30.2, '{}', :at, :at, 1)"), {"loc": '{"type": "LineString", "coordinates": [[120.1, 30.2], [120.3, 30.2]]}',
-                                          "at": at})
+            "30.2, '{}', :at, :at, 1), ('urn:x:lamp', 'Lamp', NULL, :lamp, 120.2555, 30.25, 120.2555, 30.25, '{}', "
+            ":at, :at, 1)"), {"loc": '{"type": "LineString", "coordinates": [[120.1, 30.2], [120.3, 30.2]]}',
+                             "lamp": '{"type": "Point", "coordinates": [120.2555, 30.25]}', "at": at})
     upgrade(engine)
     with Session(engine) as session:
         items = service.attribute_history(session, entity_id="urn:x:1")
@@ -85,6 +86,8 @@ def test_0003_carries_attribute_history_and_boxes_over(empty_db_url):
         assert items[0].recorded_at == datetime(2026, 11, 25, 8, tzinfo=UTC)
         middle = EntityQuery(bbox=(120.19, 30.19, 120.21, 30.21))  # the road passes through, its ends do not
         assert [row.id for row in service.query_entities(session, query=middle, after=None, limit=10)[0]] == ["urn:x:road"]
+        by_lamp = EntityQuery(bbox=(120.255, 30.249, 120.256, 30.251))  # found through its backfilled band
+        assert [row.id for row in service.query_entities(session, query=by_lamp, after=None, limit=10)[0]] == ["urn:x:lamp"]
     with engine.begin() as conn:  # new history rows number after the old ones
         conn.execute(sa.text("INSERT INTO entity_history (entity_id, instances, observed_from, observed_to, "
                              "recorded_at, actor) VALUES ('urn:x:1', '{}', :at, :at, :at, 'api')"), {"at": at})

@@ -280,6 +280,7 @@ def test_boxes_follow_entities_that_move_change_shape_or_go(client, monkeypatch,
     assert ids(middle_of_road) == set()
     put(type="Point", coordinates=[120.20, 30.20])
     assert ids(middle_of_road) == set() and ids(near_c) == {"XH-mover"}
+    assert ids("117,27,123,33") == {"XH-mover"}  # wider than the point index's bands: walked in id order
     merged = {"id": air("mover")["id"], "type": "AirQualityObserved",
               "pm25": {"type": "Property", "value": 99.0, "observedAt": "2026-11-25T09:00:00Z"}}
     assert client.post(f"{BASE}/entityOperations/upsert", params={"options": "update"}, json=[merged]).status_code == 200

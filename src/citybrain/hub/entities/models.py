@@ -31,6 +31,7 @@ class EntityRow(Base):
     min_lat: Mapped[float | None] = mapped_column(sa.Float)
     max_lon: Mapped[float | None] = mapped_column(sa.Float)
     max_lat: Mapped[float | None] = mapped_column(sa.Float)
+    lon_band: Mapped[int | None] = mapped_column(sa.Integer)  # geo.lon_band(min_lon): see the point index
     attrs: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     modified_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -40,8 +41,9 @@ class EntityRow(Base):
         sa.Index("ix_entities_type_id", "type", "id"),
         # Org-unit queries usually name a type too, and page in id order: this index answers both.
         sa.Index("ix_entities_org_unit_type_id", "org_unit", "type", "id"),
-        # Points (min = max) are found through this B-tree: a box bounds both of its columns for them.
-        sa.Index("ix_entities_min_lon_min_lat", "min_lon", "min_lat"),
+        # Points (min = max) are found through this B-tree: a box names a few longitude bands and bounds
+        # the latitude within each.
+        sa.Index("ix_entities_lon_band_min_lat_min_lon", "lon_band", "min_lat", "min_lon"),
         # Shapes with extent have a spatial index that differs by backend, so it is not declared here: a
         # partial GiST index `ix_entities_shape_box` over POSTGRES_BOX on PostgreSQL, the R*Tree
         # `entity_shapes` kept in step by triggers on SQLite. Migration 0003 creates them;

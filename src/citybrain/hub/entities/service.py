@@ -27,7 +27,7 @@ from citybrain.hub.entities.ngsi import EntityRecord, parse_datetime, to_ngsi
 from citybrain.hub.entities.query import Node, SqlCompiler, evaluate
 
 UpsertMode = Literal["replace", "merge"]
-ENTITY_COLUMNS = ("type", "org_unit", "location", "min_lon", "min_lat", "max_lon", "max_lat", "attrs",
+ENTITY_COLUMNS = ("type", "org_unit", "location", "min_lon", "min_lat", "max_lon", "max_lat", "lon_band", "attrs",
                   "modified_at")
 
 
@@ -109,7 +109,12 @@ def _observed_span(instances: Iterable[dict[str, Any]], moments: dict[str, datet
     return first, last, timeless
 
 
-_NO_BBOX: tuple[None, None, None, None] = (None, None, None, None)
+_NO_PLACE: tuple[None, None, None, None, None] = (None, None, None, None, None)
+
+
+def _place_columns(bbox: geo.BBox | None) -> tuple[Any, ...]:
+    """min_lon, min_lat, max_lon, max_lat and lon_band of a stored entity."""
+    return _NO_PLACE if bbox is None else (*bbox, geo.lon_band(bbox[0]))
 
 
 class _StoredRow(NamedTuple):
@@ -212,7 +217,7 @@ def upsert_entities(
             attrs_json = _json_text(attrs)
         if moved:
             writes.upserts.append((record.id, record.type, org_unit, location_json or _json_text(location),
-                                   *(bbox or _NO_BBOX), attrs_json, created_at, db_now, 1))
+                                   *_place_columns(bbox), attrs_json, created_at, db_now, 1))
         else:
             writes.attrs_only.append((attrs_json, db_now, record.id))
         writes.add_history(prepared, attrs, attrs_json, changed, whole=operation == "created", now=now,
@@ -280,8 +285,7 @@ class _Writes:
                     for row in self.upserts:
                         copy.write_row((*row, False))
                     for attrs_json, modified_at, entity_id in self.attrs_only:
-                        copy.write_row((entity_id, None, None, None, None, None, None, None, attrs_json, None,
-                                        modified_at, None, True))
+                        copy.write_row((entity_id, *_NOTHING_BUT_ATTRS, attrs_json, None, modified_at, None, True))
                 if self.upserts:
                     cursor.execute(_POSTGRES_ENTITY_UPSERT)
                 if self.attrs_only:
@@ -309,6 +313,8 @@ _SQLITE_HISTORY_INSERT = (f"INSERT INTO entity_history ({', '.join(_HISTORY_INSE
 _POSTGRES_STAGE_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS entity_writes ON COMMIT DELETE ROWS AS "
                          "SELECT *, false AS attrs_only FROM entities WITH NO DATA")
 _POSTGRES_STAGE_COPY = f"COPY entity_writes ({', '.join(_ENTITY_INSERT)}, attrs_only) FROM STDIN"
+# An attributes-only row stages its id, attrs and modified_at; the columns between id and attrs stay empty.
+_NOTHING_BUT_ATTRS = (None,) * (_ENTITY_INSERT.index("attrs") - 1)
 _POSTGRES_ENTITY_UPSERT = (f"INSERT INTO entities ({', '.join(_ENTITY_INSERT)}) SELECT {', '.join(_ENTITY_INSERT)} "
                            "FROM entity_writes WHERE NOT attrs_only" + _ENTITY_ON_CONFLICT)
 _POSTGRES_ATTRS_UPDATE = ("UPDATE entities SET attrs = w.attrs, modified_at = w.modified_at, "
@@ -442,11 +448,17 @@ def _box_literal(box: geo.BBox) -> Any:
     return sa.func.box(sa.func.point(box[0], box[1]), sa.func.point(box[2], box[3]))
 
 
+# A box wider than this many longitude bands is left to the id-order walk (it spans a whole district).
+POINT_BANDS_MAX = 200
+
+
 def _corners_in(box: geo.BBox) -> Any:
-    """Entities whose lower corner lies in `box`, a range of the (min_lon, min_lat) B-tree: every point in
-    the box (a point's corners are equal), and some shapes (the shape index finds those anyway)."""
-    return sa.and_(EntityRow.min_lon >= box[0], EntityRow.min_lon <= box[2],
-                   EntityRow.min_lat >= box[1], EntityRow.min_lat <= box[3])
+    """Entities whose lower corner lies in `box`: latitude ranges of the (lon_band, min_lat) B-tree, one per
+    longitude band the box spans. That is every point in the box (a point's corners are equal) and some
+    shapes (the shape index finds those anyway)."""
+    bands = list(range(geo.lon_band(box[0]), geo.lon_band(box[2]) + 1))
+    return sa.and_(EntityRow.lon_band.in_(bands), EntityRow.min_lat >= box[1], EntityRow.min_lat <= box[3],
+                   EntityRow.min_lon >= box[0], EntityRow.min_lon <= box[2])
 
 
 def _shapes_meeting(box: geo.BBox) -> Any:
@@ -478,6 +490,8 @@ def _small_box(session: Session, query: EntityQuery) -> geo.BBox | None:
     dialect = session.get_bind().dialect.name
     best: tuple[int, geo.BBox] | None = None
     for box in _boxes(query):
+        if geo.lon_band(box[2]) - geo.lon_band(box[0]) >= POINT_BANDS_MAX:
+            continue
         if dialect == "postgresql":
             candidates = sa.select(sa.literal(1)).select_from(EntityRow).where(_spatial_candidates(box, dialect))
         else:
@@ -555,7 +569,9 @@ def query_entities(
     base = sa.select(*columns).where(*_where(query, dialect, spatial_box)).order_by(EntityRow.id)
     page: list[sa.Row[Any]] = []
     cursor = after
-    chunk = limit + 1 if not needs_exact else max(2 * limit, 100)
+    # A box's SQL test is exact for points, and most entities are points; around `near` the box's corners
+    # fall outside the circle (a fifth of the box), so fetch that much more and loop when it is not enough.
+    chunk = limit + 1 + (limit // 4 if query.near else 0)
     while True:
         stmt = base.limit(chunk)
         if cursor is not None:

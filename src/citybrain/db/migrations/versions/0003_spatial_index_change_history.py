@@ -5,8 +5,9 @@ Revises: 0002
 Create Date: 2026-12-01
 
 * Bounding-box queries scanned half the table at a million entities: a (min_lon, min_lat) B-tree bounds only
-  one side of an overlap test for shapes that have extent. Points (min = max) keep that B-tree, which
-  bounds both sides for them; shapes (lines, polygons) get a spatial index of their own: an R*Tree virtual
+  one side of an overlap test for shapes that have extent. Points (min = max) get a (lon_band, min_lat)
+  B-tree instead (a box reads a few 0.01° bands, not a whole longitude slab); shapes (lines, polygons) get
+  a spatial index of their own: an R*Tree virtual
   table `entity_shapes` on SQLite (keyed by the entity's rowid, kept in step by triggers) and a partial
   GiST index on PostgreSQL. Points stay out of both, because an R*Tree insert cost about twice what a
   B-tree insert did, and most city entities (stations, devices, lamps, bins) are points.
@@ -61,8 +62,16 @@ SQLITE_SPATIAL_DROP = ["DROP TRIGGER IF EXISTS entities_shape_insert", "DROP TRI
 def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     with op.batch_alter_table('entities', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('lon_band', sa.Integer(), nullable=True))
         batch_op.drop_index('ix_entities_org_unit')
+        batch_op.drop_index('ix_entities_min_lon_min_lat')
         batch_op.create_index('ix_entities_org_unit_type_id', ['org_unit', 'type', 'id'], unique=False)
+    # geo.lon_band in SQL: (lon + 180) · 100 is positive, so truncation is the floor on both backends.
+    truncate = "CAST({} AS INTEGER)" if sqlite else "floor({})::integer"
+    op.execute(f"UPDATE entities SET lon_band = {truncate.format('(min_lon + 180.0) * 100')} "
+               "WHERE min_lon IS NOT NULL")
+    with op.batch_alter_table('entities', schema=None) as batch_op:
+        batch_op.create_index('ix_entities_lon_band_min_lat_min_lon', ['lon_band', 'min_lat', 'min_lon'], unique=False)
     if sqlite:
         for statement in SQLITE_SPATIAL:
             op.execute(statement)
@@ -131,5 +140,8 @@ def downgrade() -> None:
         op.execute("DROP INDEX IF EXISTS ix_entities_shape_box")
         op.execute("ALTER TABLE entities RESET (fillfactor)")
     with op.batch_alter_table('entities', schema=None) as batch_op:
+        batch_op.drop_index('ix_entities_lon_band_min_lat_min_lon')
         batch_op.drop_index('ix_entities_org_unit_type_id')
         batch_op.create_index('ix_entities_org_unit', ['org_unit'], unique=False)
+        batch_op.create_index('ix_entities_min_lon_min_lat', ['min_lon', 'min_lat'], unique=False)
+        batch_op.drop_column('lon_band')
