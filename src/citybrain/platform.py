@@ -18,7 +18,13 @@ from citybrain.core.clock import Clock, SystemClock
 from citybrain.core.events import EntityTypesChanged, OrgTreeChanged
 from citybrain.db.migrate import upgrade
 from citybrain.db.point_reads import PointReader, point_reader_for
-from citybrain.db.session import SqliteMaintenance, WriterQueue, create_db_engine, make_session_factory
+from citybrain.db.session import (
+    STORE_CONCURRENCY,
+    SqliteMaintenance,
+    WriterQueue,
+    create_db_engine,
+    make_session_factory,
+)
 from citybrain.hub.entities.types import TypeRegistry
 from citybrain.hub.org.tree import OrgTree
 from citybrain.settings import Settings
@@ -55,6 +61,7 @@ class Platform:
         self.org_tree = OrgTree()
         self.change_hooks: list[ChangeHook] = []
         self.services: list[BackgroundService] = []
+        self._store_slots: anyio.CapacityLimiter | None = None
         self._started = False
         self._unsubscribers: list[Callable[[], Any]] = []
 
@@ -155,5 +162,8 @@ class Platform:
             self._maintenance.committed()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run blocking store work off the event loop."""
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        """Run blocking store work off the event loop, at most STORE_CONCURRENCY at once (one pooled
+        connection each)."""
+        if self._store_slots is None:  # made on first use: a CapacityLimiter belongs to a running loop
+            self._store_slots = anyio.CapacityLimiter(STORE_CONCURRENCY)
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._store_slots)

@@ -19,6 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 log = logging.getLogger(__name__)
+# Store work a process runs at once (Platform.run admits no more), and so the connections it keeps. An
+# overflow connection is closed when it is returned, and on PostgreSQL each new one is a forked backend:
+# with 16 clients and a pool of 10 the churn cost more than the writes it served.
+STORE_CONCURRENCY = 16
 WAL_AUTOCHECKPOINT_PAGES = 65_536  # 256 MB of 4 KB pages
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint resets it
 
@@ -38,8 +42,8 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=8,
-            max_overflow=8,
+            pool_size=STORE_CONCURRENCY,
+            max_overflow=0,
             **kwargs,
         )
 
@@ -65,8 +69,8 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
         url,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=STORE_CONCURRENCY,
+        max_overflow=0,
         pool_pre_ping=True,
         **kwargs,
     )
