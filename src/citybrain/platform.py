@@ -50,6 +50,12 @@ class Platform:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.engine = create_db_engine(settings.database_url)
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy import event
+
+            from citybrain.hub.entities.service import stage_entity_writes
+
+            event.listen(self.engine, "connect", stage_entity_writes)
         self.sessions = make_session_factory(self.engine)
         self.point_reads: PointReader = point_reader_for(self.engine)
         self._sqlite = self.engine.dialect.name == "sqlite"

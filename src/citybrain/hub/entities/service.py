@@ -137,10 +137,10 @@ def _stored_rows(session: Session, ids: list[str]) -> dict[str, _StoredRow]:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        # Not prepared: psycopg's bookkeeping for a statement with a 1,000-element array cost more than the
-        # server's planning of it.
+        # The ids go as one text that PostgreSQL splits: psycopg dumps a list element by element in Python,
+        # which cost more than the query. A URN cannot hold the separator (U+001F).
         with cursor:
-            cursor.execute(_POSTGRES_STORED_ROWS, (ids,), prepare=False)
+            cursor.execute(_POSTGRES_STORED_ROWS, ("\x1f".join(ids),))
             result: Any = cursor.fetchall()
     else:
         sql = f"SELECT id, {_STORED_COLUMNS} FROM entities WHERE id IN ({', '.join('?' * len(ids))})"
@@ -153,7 +153,7 @@ def _stored_rows(session: Session, ids: list[str]) -> dict[str, _StoredRow]:
 
 _STORED_COLUMNS = "type, org_unit, location, min_lon, min_lat, max_lon, max_lat, attrs, created_at"
 _POSTGRES_STORED_ROWS = ("SELECT id, type, org_unit, location::text, min_lon, min_lat, max_lon, max_lat, attrs::text, "
-                         "created_at FROM entities WHERE id = ANY(%s)")
+                         "created_at FROM entities WHERE id = ANY(string_to_array(%s, E'\\x1f'))")
 
 
 def upsert_entities(
@@ -280,7 +280,6 @@ class _Writes:
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor:
             if self.upserts or self.attrs_only:
-                cursor.execute(_POSTGRES_STAGE_TABLE)
                 with cursor.copy(_POSTGRES_STAGE_COPY) as copy:
                     for row in self.upserts:
                         copy.write_row((*row, False))
@@ -309,9 +308,23 @@ _SQLITE_ENTITY_UPSERT = (f"INSERT INTO entities ({', '.join(_ENTITY_INSERT)}) "
 _SQLITE_ATTRS_UPDATE = "UPDATE entities SET attrs = ?, modified_at = ?, version = version + 1 WHERE id = ?"
 _SQLITE_HISTORY_INSERT = (f"INSERT INTO entity_history ({', '.join(_HISTORY_INSERT)}) "
                           f"VALUES ({', '.join('?' * len(_HISTORY_INSERT))})")
-# Created from a query, not LIKE, so its columns take NULL: an attributes-only row carries nothing else.
-_POSTGRES_STAGE_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS entity_writes ON COMMIT DELETE ROWS AS "
-                         "SELECT *, false AS attrs_only FROM entities WITH NO DATA")
+
+
+def stage_entity_writes(dbapi_connection: Any, _record: Any = None) -> None:
+    """Create the session-local staging table batch writes COPY into, on each new PostgreSQL connection
+    (an engine "connect" listener): per batch, even "CREATE … IF NOT EXISTS" cost a catalog lookup and a
+    notice. Its columns are the entities columns a write stages, typed from the model, all nullable (an
+    attributes-only row carries its id, attrs and modified_at alone)."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    columns = ", ".join(f"{name} {EntityRow.__table__.c[name].type.compile(dialect)}" for name in _ENTITY_INSERT)
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS entity_writes ({columns}, attrs_only boolean) "
+                       "ON COMMIT DELETE ROWS")
+    dbapi_connection.commit()
+
+
 _POSTGRES_STAGE_COPY = f"COPY entity_writes ({', '.join(_ENTITY_INSERT)}, attrs_only) FROM STDIN"
 # An attributes-only row stages its id, attrs and modified_at; the columns between id and attrs stay empty.
 _NOTHING_BUT_ATTRS = (None,) * (_ENTITY_INSERT.index("attrs") - 1)
