@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 # with 16 clients and a pool of 10 the churn cost more than the writes it served.
 STORE_CONCURRENCY = 16
 WAL_AUTOCHECKPOINT_PAGES = 65_536  # 256 MB of 4 KB pages
-WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint resets it
+# The WAL file is cut back to this when the log restarts after a checkpoint. It must stay below
+# SqliteMaintenance's threshold: the file's length is how the maintenance thread tells a full log from one
+# that restarted, and a file left longer than the threshold made it checkpoint after every commit.
+WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 def _json_dumps(value: Any) -> str:
@@ -186,7 +189,8 @@ class SqliteMaintenance:
     def _checkpoint_if_large(self, connection: sqlite3.Connection) -> None:
         if self._wal_bytes() < self.threshold_bytes:
             return
-        # The file keeps its length after the log restarts; the frames in use say how much is really there.
+        # A restarted log reuses the file from its start, so its length can overstate the frames in use (up
+        # to WAL_SIZE_LIMIT_BYTES); the frames the checkpoint reports say how much is really there.
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
         _busy, log_frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if log_frames * page_size < self.threshold_bytes:

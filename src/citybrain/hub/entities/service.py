@@ -151,9 +151,12 @@ def _stored_rows(session: Session, ids: list[str]) -> dict[str, _StoredRow]:
             for entity_id, type_, org_unit, location, min_lon, min_lat, max_lon, max_lat, attrs, created_at in result}
 
 
-_STORED_COLUMNS = "type, org_unit, location, min_lon, min_lat, max_lon, max_lat, attrs, created_at"
-_POSTGRES_STORED_ROWS = ("SELECT id, type, org_unit, location::text, min_lon, min_lat, max_lon, max_lat, attrs::text, "
-                         "created_at FROM entities WHERE id = ANY(string_to_array(%s, E'\\x1f'))")
+_STORED = ("type", "org_unit", "location", "min_lon", "min_lat", "max_lon", "max_lat", "attrs", "created_at")
+_STORED_COLUMNS = ", ".join(_STORED)
+# PostgreSQL sends the JSON columns as text, for orjson to decode.
+_POSTGRES_STORED_ROWS = (
+    "SELECT id, " + ", ".join(f"{name}::text" if name in ("location", "attrs") else name for name in _STORED)
+    + " FROM entities WHERE id = ANY(string_to_array(%s, E'\\x1f'))")
 
 
 def upsert_entities(
@@ -466,8 +469,8 @@ POINT_BANDS_MAX = 200
 
 
 def _corners_in(box: geo.BBox) -> Any:
-    """Entities whose lower corner lies in `box`: latitude ranges of the (lon_band, min_lat) B-tree, one per
-    longitude band the box spans. That is every point in the box (a point's corners are equal) and some
+    """Entities whose lower corner lies in `box`: latitude ranges of the (lon_band, min_lat, min_lon) B-tree,
+    one per longitude band the box spans. That is every point in the box (a point's corners are equal) and some
     shapes (the shape index finds those anyway)."""
     bands = list(range(geo.lon_band(box[0]), geo.lon_band(box[2]) + 1))
     return sa.and_(EntityRow.lon_band.in_(bands), EntityRow.min_lat >= box[1], EntityRow.min_lat <= box[3],
