@@ -629,6 +629,16 @@ def profiled(server: Server, out_dir: Path | None, name: str) -> Any:
         proc.wait(timeout=60)
 
 
+def report_phase(name: str, what: str, result: LoadResult, expected: int) -> None:
+    """Print an upsert phase's rate; stop the benchmark when the server did not accept every entity."""
+    for problem in result.problems[:5]:
+        console.print(f"[yellow]{what} problem:[/yellow] {problem}")
+    if result.written != expected:
+        sys.exit(f"{name}: {result.written} of {expected} {what} were accepted")
+    console.print(f"{name}: {result.written:,} {what} in {result.wall_s:.1f} s = [bold]{result.per_s:,.0f}[/bold] "
+                  "entities/s")
+
+
 def run_backend(backend: str, workers: int, args: argparse.Namespace, bodies: list[bytes], updates: list[bytes],
                 paths: dict[str, list[str]], ids_file: Path, work: Path) -> BackendResult:
     name = backend if workers == 1 else f"{backend}_{workers}w"
@@ -657,21 +667,11 @@ def run_backend(backend: str, workers: int, args: argparse.Namespace, bodies: li
                     load = load_wrk(server, bodies, args.entities, args.upsert_connections, postgres, work)
                 else:
                     load = load_python(server, bodies, args.entities, args.upsert_connections, postgres)
-            for problem in load.problems[:5]:
-                console.print(f"[yellow]load problem:[/yellow] {problem}")
-            if load.written != args.entities:
-                sys.exit(f"{name}: {load.written} of {args.entities} entities were written")
-            console.print(f"{name}: {load.written:,} entities in {load.wall_s:.1f} s = [bold]{load.per_s:,.0f}[/bold] "
-                          f"entities/s")
+            report_phase(name, "entities", load, args.entities)
             with profiled(server, args.profile, f"{name}-update"):
                 update = load_python(server, updates, args.updates, args.upsert_connections, postgres,
                                      label="updating (python client)")
-            for problem in update.problems[:5]:
-                console.print(f"[yellow]update problem:[/yellow] {problem}")
-            if update.written != args.updates:
-                sys.exit(f"{name}: {update.written} of {args.updates} updates were accepted")
-            console.print(f"{name}: {update.written:,} updates in {update.wall_s:.1f} s = "
-                          f"[bold]{update.per_s:,.0f}[/bold] entities/s")
+            report_phase(name, "updates", update, args.updates)
             hits = check_queries(server, paths)
             with profiled(server, args.profile, f"{name}-get"):
                 get = run_wrk(server, ids_file, threads=2, connections=args.get_connections, duration=args.duration,
