@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field
 
 from citybrain.core.registry import Registry
 from citybrain.hub.entities.types import TypeSpec
+from citybrain.sensing.devices.spec import DeviceTypeSpec
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODULES = ("common", "environment", "water", "waste", "lighting", "traffic", "civic")
+BUILTIN_MODULES = ("common", "environment", "water", "waste", "lighting", "traffic", "civic", "fire")
 
 
 class ScenarioManifest(BaseModel):
@@ -27,6 +28,7 @@ class ScenarioManifest(BaseModel):
     title_zh: str
     description: str = ""
     entity_types: list[TypeSpec] = Field(default_factory=list)
+    device_types: list[DeviceTypeSpec] = Field(default_factory=list)
 
 
 class Scenario:
@@ -56,3 +58,14 @@ def scenario_types() -> list[TypeSpec]:
         for spec in scenario.manifest.entity_types:
             specs.append(spec.model_copy(update={"source": f"scenario:{slug}"}))
     return specs
+
+
+def scenario_device_types() -> list[DeviceTypeSpec]:
+    """Every device type the loaded scenarios contribute; a slug defined twice is an error."""
+    found: dict[str, tuple[str, DeviceTypeSpec]] = {}
+    for slug, scenario in load_scenarios().items():
+        for spec in scenario.manifest.device_types:
+            if spec.slug in found:
+                raise ValueError(f"device type {spec.slug!r} is defined by scenarios {found[spec.slug][0]} and {slug}")
+            found[spec.slug] = (slug, spec)
+    return [spec for _, spec in found.values()]

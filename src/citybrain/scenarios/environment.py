@@ -2,6 +2,8 @@
 
 from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.devices.spec import MeasurementSpec as M
 
 A = AttrSpec
 
@@ -27,5 +29,18 @@ class AirQuality(Scenario):
                          "relativeHumidity": A(kind="number", minimum=0, maximum=1),
                          "refDevice": A(kind="relationship"),
                      }),
+        ],
+        device_types=[
+            DeviceTypeSpec(
+                slug="air_quality", title="Air quality station", title_zh="空气质量监测站",
+                entity_type="AirQualityObserved", report_interval_s=30, rules_file="rules/air_quality.yaml",
+                measurements={
+                    "pm25": M(unit="GQ", minimum=0, maximum=2000, description="PM2.5, µg/m³"),
+                    "pm10": M(unit="GQ", minimum=0, maximum=3000, description="PM10, µg/m³"),
+                    "no2": M(unit="GQ", minimum=0, maximum=2000),
+                    "o3": M(unit="GQ", minimum=0, maximum=2000),
+                    "temperature": M(unit="CEL", minimum=-60, maximum=70),
+                    "relativeHumidity": M(minimum=0, maximum=1),
+                }),
         ],
     )

@@ -2,6 +2,8 @@
 
 from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.devices.spec import MeasurementSpec as M
 
 A = AttrSpec
 
@@ -19,5 +21,17 @@ class Lighting(Scenario):
                          "illuminanceLevel": A(kind="number", minimum=0, maximum=1),
                          "controlledBy": A(kind="relationship"),
                      }),
+        ],
+        device_types=[
+            DeviceTypeSpec(
+                slug="streetlight", title="Streetlight controller", title_zh="路灯单灯控制器",
+                entity_type="Streetlight", report_interval_s=30, rules_file="rules/streetlight.yaml",
+                measurements={
+                    "illuminanceLevel": M(minimum=0, maximum=1),
+                    "powerConsumption": M(unit="WTT", minimum=0, maximum=5000),
+                    "voltage": M(unit="VLT", minimum=0, maximum=500),
+                    "lampOn": M(kind="boolean"),
+                    "status": M(kind="string", description="ok, defectiveLamp, columnIssue …"),
+                }),
         ],
     )

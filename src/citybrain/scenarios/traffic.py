@@ -2,6 +2,8 @@
 
 from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.devices.spec import MeasurementSpec as M
 
 A = AttrSpec
 
@@ -29,5 +31,15 @@ class Traffic(Scenario):
                          "controlMode": A(kind="string", enum=["fixed", "actuated", "adaptive", "manual"]),
                          "controlledBy": A(kind="relationship"),
                      }),
+        ],
+        device_types=[
+            DeviceTypeSpec(
+                slug="traffic_detector", title="Traffic detector", title_zh="交通流量检测器",
+                entity_type="TrafficFlowObserved", report_interval_s=30, rules_file="rules/traffic_detector.yaml",
+                measurements={
+                    "intensity": M(kind="integer", minimum=0, maximum=20_000, description="vehicles/hour"),
+                    "averageVehicleSpeed": M(unit="KMH", minimum=0, maximum=250),
+                    "occupancy": M(minimum=0, maximum=1),
+                }),
         ],
     )

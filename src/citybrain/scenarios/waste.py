@@ -2,6 +2,8 @@
 
 from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.devices.spec import MeasurementSpec as M
 
 A = AttrSpec
 
@@ -20,5 +22,16 @@ class Waste(Scenario):
                          "dateLastEmptying": A(kind="datetime"),
                          "refDevice": A(kind="relationship"),
                      }),
+        ],
+        device_types=[
+            DeviceTypeSpec(
+                slug="waste_bin", title="Waste-bin fill sensor", title_zh="垃圾桶满溢监测器",
+                entity_type="WasteContainer", report_interval_s=30, rules_file="rules/waste_bin.yaml",
+                measurements={
+                    "fillingLevel": M(minimum=0, maximum=1),
+                    "temperature": M(unit="CEL", minimum=-60, maximum=400),
+                    "lidOpen": M(kind="boolean"),
+                    "batteryLevel": M(minimum=0, maximum=1),
+                }),
         ],
     )

@@ -2,6 +2,8 @@
 
 from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.devices.spec import MeasurementSpec as M
 
 A = AttrSpec
 
@@ -31,5 +33,24 @@ class Water(Scenario):
                          "alertLevel": A(kind="number", unit="MTR"),
                          "refDevice": A(kind="relationship"),
                      }),
+        ],
+        device_types=[
+            DeviceTypeSpec(
+                slug="water_level", title="Water level gauge", title_zh="水位监测仪",
+                entity_type="WaterObserved", report_interval_s=30, rules_file="rules/water_level.yaml",
+                measurements={
+                    "height": M(unit="MTR", minimum=-20, maximum=100, description="level above datum, m"),
+                    "flow": M(minimum=0, maximum=100_000, description="m³/s"),
+                    "batteryLevel": M(minimum=0, maximum=1),
+                }),
+            DeviceTypeSpec(
+                slug="manhole_cover", title="Manhole cover sensor", title_zh="井盖监测器",
+                entity_type="Device", report_interval_s=30, rules_file="rules/manhole_cover.yaml",
+                measurements={
+                    "tilt": M(unit="DD", minimum=0, maximum=180, description="tilt from level, degrees"),
+                    "open": M(kind="boolean", description="cover lifted off its seat"),
+                    "waterLevel": M(unit="MTR", minimum=0, maximum=20, description="water below the cover, m"),
+                    "batteryLevel": M(minimum=0, maximum=1),
+                }),
         ],
     )
