@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         60.0, description="Backstop reload of the in-memory subscription cache (changes also reload it).")
     notification_retention_days: float = Field(7.0, description="Delivered notifications are kept this long.")
 
+    mqtt: str = Field("", description="MQTT broker to take telemetry from (mqtt://host:1883); empty = HTTP only.")
+    mqtt_qos: int = Field(1, ge=0, le=1, description="QoS of the telemetry subscription.")
+    mqtt_share_group: str = Field("", description="MQTT 5 shared-subscription group, so N ingest workers split the load.")
+    lake: str = Field("", description="Telemetry lake: empty = Parquet under `home`/lake; postgresql://… to scale out.")
+    sensing_tick_s: float = Field(1.0, gt=0, description="How often silence rules and lake flushes run.")
+    lake_flush_s: float = Field(5.0, gt=0, description="Most seconds an accepted reading waits to become queryable.")
+    vitals_interval_s: float = Field(60.0, gt=0, description="How often vital signs are computed and stored.")
+
     @property
     def database_url(self) -> str:
         return normalize_db_url(self.db) if self.db else f"sqlite:///{(self.home / 'citybrain.db').as_posix()}"

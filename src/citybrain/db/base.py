@@ -54,7 +54,10 @@ def import_all_models() -> sa.MetaData:
     import citybrain.hub.commands.models
     import citybrain.hub.entities.models
     import citybrain.hub.org.models
-    import citybrain.hub.subscriptions.models  # noqa: F401
+    import citybrain.hub.subscriptions.models
+    import citybrain.sensing.alerts.models
+    import citybrain.sensing.devices.models
+    import citybrain.sensing.vitals.models  # noqa: F401
 
     return Base.metadata
 

@@ -15,6 +15,7 @@ class Common(Scenario):
                      smart_data_model="dataModel.Device",
                      attributes={
                          "deviceCategory": A(kind="string", description="sensor, actuator, meter …"),
+                         "deviceType": A(kind="string", description="the sensing device type, e.g. air_quality"),
                          "controlledProperty": A(kind="array"),
                          "deviceState": A(kind="string", enum=["ok", "lowBattery", "error", "offline"]),
                          "batteryLevel": A(kind="number", minimum=0, maximum=1),

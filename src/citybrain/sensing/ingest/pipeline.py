@@ -1,0 +1,191 @@
+"""From raw messages to accepted, columnar readings: topic → device → typed decode → range check →
+duplicate / out-of-order check → one ReadingBatch per device type. Everything refused becomes a dead
+letter with its reason; nothing here raises on bad input.
+
+The per-message Python work is the topic split and a few list appends; the device lookup, decoding and
+checks run per batch (see devices.index and ingest.decode)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from citybrain.sensing.batch import ReadingBatch
+from citybrain.sensing.devices.index import DeviceIndex
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.ingest.decode import PayloadDecoder
+
+RawMessage = tuple[str, bytes, float]  # topic, payload, received (epoch seconds)
+PAYLOAD_KEPT_BYTES = 4096
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    source: str
+    topic: str
+    device_id: str | None
+    reason: str
+    payload: bytes
+    received: float
+    position: int = -1  # in the messages given to `process` (-1: not from there)
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """One call's outcome. `accepted`: every new reading (in time order per device or not), for the lake;
+    `in_order`: those that move their device's time forward, for the rules."""
+
+    accepted: list[ReadingBatch] = field(default_factory=list)
+    in_order: list[ReadingBatch] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    duplicates: int = 0
+    out_of_order: int = 0
+
+    @property
+    def accepted_count(self) -> int:
+        return sum(len(b) for b in self.accepted)
+
+
+class IngestPipeline:
+    """Stateful across calls: it remembers each device's latest (ts, seq) and when it was last heard."""
+
+    def __init__(self, *, index: DeviceIndex, types: dict[str, DeviceTypeSpec], districts: set[str]) -> None:
+        self.index = index
+        self.types = types
+        self.districts = districts
+        self.decoders = {slug: PayloadDecoder(spec) for slug, spec in types.items()}
+        size = index.type_code.size
+        self.last_ts = np.full(size, -np.inf)
+        self.last_seq = np.full(size, -1, np.int64)
+        self.last_seen = np.full(size, np.nan)  # arrival time, for online status
+        self.counts: Counter[str] = Counter()
+
+    def fit(self) -> None:
+        """Make room in the state arrays for devices indexed since the last call."""
+        size = self.index.type_code.size
+        if size > self.last_ts.size:
+            for name, fill in (("last_ts", -np.inf), ("last_seq", -1), ("last_seen", np.nan)):
+                old = getattr(self, name)
+                new = np.full(size, fill, old.dtype)
+                new[: old.size] = old
+                setattr(self, name, new)
+
+    @property
+    def nbytes(self) -> int:
+        return self.last_ts.nbytes + self.last_seq.nbytes + self.last_seen.nbytes
+
+    def process(self, messages: list[RawMessage], *, source: str = "mqtt") -> IngestReport:
+        self.fit()
+        report = IngestReport()
+        by_type: dict[str, tuple[list[int], list[str]]] = {}
+        for position, (topic, payload, received) in enumerate(messages):
+            parts = topic.split("/")
+            if len(parts) != 5 or parts[0] != "city" or parts[4] != "telemetry":
+                report.dead.append(_dead(source, topic, None, "topic is not city/{district}/{device_type}/"
+                                         "{device_id}/telemetry", payload, received, position))
+                continue
+            _, district, device_type, device_id, _ = parts
+            if district not in self.districts:
+                report.dead.append(_dead(source, topic, device_id, f"unknown district {district!r}", payload,
+                                         received, position))
+                continue
+            group = by_type.get(device_type)
+            if group is None:
+                if device_type not in self.types:
+                    report.dead.append(_dead(source, topic, device_id, f"unknown device type {device_type!r}",
+                                             payload, received, position))
+                    continue
+                group = by_type[device_type] = ([], [])
+            group[0].append(position)
+            group[1].append(device_id)
+        for device_type, (positions, ids) in by_type.items():
+            self._process_type(device_type, positions, ids, messages, source, report)
+        self.counts["dead"] += len(report.dead)
+        self.counts["duplicates"] += report.duplicates
+        self.counts["out_of_order"] += report.out_of_order
+        self.counts["accepted"] += report.accepted_count
+        return report
+
+    def _process_type(self, device_type: str, positions: list[int], ids: list[str], messages: list[RawMessage],
+                      source: str, report: IngestReport) -> None:
+        index = self.index
+        try:
+            nums = index.lookup(ids)
+        except (UnicodeEncodeError, ValueError):  # an id no registered device can have (not ASCII, too long)
+            nums = np.array([_lookup_one(index, i) for i in ids], np.int64)
+        code = index.type_codes[device_type]
+        wrong_type = (nums > 0) & (index.type_code[nums] != code)
+        disabled = (nums > 0) & ~index.enabled[nums]
+        usable = (nums > 0) & ~wrong_type & ~disabled
+        if not usable.all():
+            for i in np.flatnonzero(~usable).tolist():
+                topic, payload, received = messages[positions[i]]
+                if nums[i] == 0:
+                    reason = "unknown device"
+                elif wrong_type[i]:
+                    reason = (f"unauthorised: the device is registered as "
+                              f"{index.type_slugs[index.type_code[nums[i]]]}, not {device_type}")
+                else:
+                    reason = "unauthorised: the device is disabled"
+                report.dead.append(_dead(source, topic, ids[i], reason, payload, received, positions[i]))
+            keep = np.flatnonzero(usable)
+            nums = nums[keep]
+            positions = [positions[i] for i in keep.tolist()]
+            ids = [ids[i] for i in keep.tolist()]
+        if not positions:
+            return
+        decoded = self.decoders[device_type].decode([messages[p][1] for p in positions])
+        for row, reason in decoded.errors:
+            topic, payload, received = messages[positions[row]]
+            report.dead.append(_dead(source, topic, ids[row], reason, payload, received, positions[row]))
+        rows = decoded.rows
+        if rows.size == 0:
+            return
+        nums = nums[rows]
+        received = np.fromiter((messages[positions[r]][2] for r in rows.tolist()), np.float64, rows.size)
+        batch = ReadingBatch(device_type, nums, index.local[nums].astype(np.int64), decoded.ts, received,
+                             decoded.seq, decoded.values, decoded.texts)
+        self._order(batch, report)
+
+    def _order(self, batch: ReadingBatch, report: IngestReport) -> None:
+        """Drop duplicates, set apart out-of-order readings, advance each device's clock."""
+        order = np.lexsort((batch.seq, batch.ts, batch.device_num))
+        nums, ts, seq = batch.device_num[order], batch.ts[order], batch.seq[order]
+        same_as_previous = np.zeros(nums.size, bool)
+        same_as_previous[1:] = (nums[1:] == nums[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
+        last_ts, last_seq = self.last_ts[nums], self.last_seq[nums]
+        duplicate = same_as_previous | ((ts == last_ts) & (seq <= last_seq))
+        older = ~duplicate & (ts < last_ts)
+        report.duplicates += int(duplicate.sum())
+        report.out_of_order += int(older.sum())
+        fresh = ~duplicate
+        if not fresh.any():
+            return
+        accepted = batch.take(order[fresh])
+        report.accepted.append(accepted)
+        forward = order[fresh & ~older]
+        if forward.size:
+            in_order = batch.take(forward)
+            report.in_order.append(in_order)
+            # Rows are sorted by (device, ts, seq), so the last row of each device is its newest.
+            last_of_device = np.ones(in_order.device_num.size, bool)
+            last_of_device[:-1] = in_order.device_num[1:] != in_order.device_num[:-1]
+            newest = np.flatnonzero(last_of_device)
+            self.last_ts[in_order.device_num[newest]] = in_order.ts[newest]
+            self.last_seq[in_order.device_num[newest]] = in_order.seq[newest]
+        np.fmax.at(self.last_seen, accepted.device_num, accepted.received)
+
+
+def _lookup_one(index: DeviceIndex, device_id: str) -> int:
+    try:
+        return int(index.lookup([device_id])[0])
+    except (UnicodeEncodeError, ValueError):
+        return 0
+
+
+def _dead(source: str, topic: str, device_id: str | None, reason: str, payload: bytes, received: float,
+          position: int) -> DeadLetter:
+    return DeadLetter(source, topic[:512], device_id[:64] if device_id else None, reason[:512],
+                      payload[:PAYLOAD_KEPT_BYTES], received, position)
