@@ -144,20 +144,20 @@ def test_alert_queries_acknowledge_and_assign(platform: Platform) -> None:
             alerts.list_alerts(session, status="open", severity=None, org_units=None, device_type=None, after=None,
                                limit=3)
     assert len(page) == 3 and len(rest) == 2 and end is None
-    page[0] = next(r for r in [*page, *rest] if r.subject != "AQ-1")
+    open_one = next(r for r in [*page, *rest] if r.subject != "AQ-1")
+    cleared_id = next(r.id for r in [*page, *rest] if r.subject == "AQ-1")
     with platform.transaction() as session:
-        row = alerts.acknowledge(session, alert_id=page[0].id, actor="dispatcher:li", now=platform.clock.now())
+        row = alerts.acknowledge(session, alert_id=open_one.id, actor="dispatcher:li", now=platform.clock.now())
         assert row.status == "acknowledged" and row.acknowledged_by == "dispatcher:li"
-        assert alerts.assign(session, alert_id=page[0].id, assignee=" 城管 team 3 ", now=platform.clock.now()
+        assert alerts.assign(session, alert_id=open_one.id, assignee=" 城管 team 3 ", now=platform.clock.now()
                              ).assignee == "城管 team 3"
         with pytest.raises(NotFound):
             alerts.acknowledge(session, alert_id="nope", actor="x", now=platform.clock.now())
         with pytest.raises(InvalidInput):
-            alerts.assign(session, alert_id=page[0].id, assignee=" ", now=platform.clock.now())
+            alerts.assign(session, alert_id=open_one.id, assignee=" ", now=platform.clock.now())
     with platform.transaction() as session:
         manager.apply(session, "air_quality", [_transitions(_rule(), cleared=[1])], None, ctx=SYSTEM,
                       now=platform.clock.now())
-    cleared_id = next(r.id for r in [*page, *rest] if r.subject == "AQ-1")
     with platform.transaction() as session:
         with pytest.raises(Conflict):
             alerts.acknowledge(session, alert_id=cleared_id, actor="x", now=platform.clock.now())
