@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from citybrain.core.registry import Registry
 from citybrain.hub.entities.types import TypeSpec
 from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class ScenarioManifest(BaseModel):
     description: str = ""
     entity_types: list[TypeSpec] = Field(default_factory=list)
     device_types: list[DeviceTypeSpec] = Field(default_factory=list)
+    indicators: list[IndicatorSpec] = Field(default_factory=list)
 
 
 class Scenario:
@@ -69,3 +71,8 @@ def scenario_device_types() -> list[DeviceTypeSpec]:
                 raise ValueError(f"device type {spec.slug!r} is defined by scenarios {found[spec.slug][0]} and {slug}")
             found[spec.slug] = (slug, spec)
     return [spec for _, spec in found.values()]
+
+
+def scenario_indicators() -> list[IndicatorSpec]:
+    """Every vital-sign indicator the loaded scenarios contribute."""
+    return [spec for _, scenario in load_scenarios().items() for spec in scenario.manifest.indicators]

@@ -4,6 +4,7 @@ from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.devices.spec import MeasurementSpec as M
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 A = AttrSpec
 
@@ -42,5 +43,11 @@ class AirQuality(Scenario):
                     "temperature": M(unit="CEL", minimum=-60, maximum=70),
                     "relativeHumidity": M(minimum=0, maximum=1),
                 }),
+        ],
+        indicators=[
+            IndicatorSpec(slug="pm25_mean", title="PM2.5 (mean of stations' latest)", title_zh="PM2.5 均值",
+                          kind="mean_latest", device_type="air_quality", measurement="pm25", unit="µg/m³"),
+            IndicatorSpec(slug="air_quality_index", title="Air quality index (PM2.5)", title_zh="空气质量指数",
+                          kind="mean_latest", device_type="air_quality", measurement="pm25", transform="aqi_pm25"),
         ],
     )

@@ -3,6 +3,7 @@
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.devices.spec import MeasurementSpec as M
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 
 @scenarios.register("fire")
@@ -19,5 +20,9 @@ class FireSafety(Scenario):
                     "alarm": M(kind="boolean", description="the detector's own alarm output"),
                     "batteryLevel": M(minimum=0, maximum=1),
                 }),
+        ],
+        indicators=[
+            IndicatorSpec(slug="smoke_alarm_rate", title="Smoke detectors in alarm", title_zh="烟感报警比例",
+                          kind="share_in_alert", device_type="smoke_detector", rule_id="smoke", unit="ratio"),
         ],
     )

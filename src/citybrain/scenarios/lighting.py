@@ -4,6 +4,7 @@ from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.devices.spec import MeasurementSpec as M
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 A = AttrSpec
 
@@ -33,5 +34,10 @@ class Lighting(Scenario):
                     "lampOn": M(kind="boolean"),
                     "status": M(kind="string", description="ok, defectiveLamp, columnIssue …"),
                 }),
+        ],
+        indicators=[
+            IndicatorSpec(slug="streetlight_undervoltage_rate", title="Streetlights on low voltage",
+                          title_zh="路灯欠压比例", kind="share_in_alert", device_type="streetlight",
+                          rule_id="undervoltage", unit="ratio"),
         ],
     )

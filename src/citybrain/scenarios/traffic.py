@@ -4,6 +4,7 @@ from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.devices.spec import MeasurementSpec as M
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 A = AttrSpec
 
@@ -41,5 +42,10 @@ class Traffic(Scenario):
                     "averageVehicleSpeed": M(unit="KMH", minimum=0, maximum=250),
                     "occupancy": M(minimum=0, maximum=1),
                 }),
+        ],
+        indicators=[
+            IndicatorSpec(slug="congested_detector_rate", title="Detectors reporting congestion",
+                          title_zh="拥堵检测器比例", kind="share_in_alert", device_type="traffic_detector",
+                          rule_id="congestion", unit="ratio"),
         ],
     )

@@ -4,6 +4,7 @@ from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.devices.spec import MeasurementSpec as M
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 A = AttrSpec
 
@@ -33,5 +34,9 @@ class Waste(Scenario):
                     "lidOpen": M(kind="boolean"),
                     "batteryLevel": M(minimum=0, maximum=1),
                 }),
+        ],
+        indicators=[
+            IndicatorSpec(slug="waste_overflow_rate", title="Waste bins full", title_zh="垃圾满溢率",
+                          kind="share_in_alert", device_type="waste_bin", rule_id="overflow", unit="ratio"),
         ],
     )

@@ -4,6 +4,7 @@ from citybrain.hub.entities.types import AttrSpec, TypeSpec
 from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.devices.spec import MeasurementSpec as M
+from citybrain.sensing.vitals.spec import IndicatorSpec
 
 A = AttrSpec
 
@@ -52,5 +53,12 @@ class Water(Scenario):
                     "waterLevel": M(unit="MTR", minimum=0, maximum=20, description="water below the cover, m"),
                     "batteryLevel": M(minimum=0, maximum=1),
                 }),
+        ],
+        indicators=[
+            IndicatorSpec(slug="water_level_warning_rate", title="Gauges above the warning level",
+                          title_zh="水位超警戒比例", kind="share_in_alert", device_type="water_level",
+                          rule_id="level-warning", unit="ratio"),
+            IndicatorSpec(slug="manhole_open_rate", title="Manhole covers lifted", title_zh="井盖异常比例",
+                          kind="share_in_alert", device_type="manhole_cover", rule_id="cover-open", unit="ratio"),
         ],
     )

@@ -62,19 +62,24 @@ class AlertManager:
 
     def __init__(self, org_units: Sequence[str]) -> None:
         self.org_units = list(org_units)
-        self._open: dict[tuple[str, str, str], str] = {}  # (device type, rule, subject) → alert id
+        # (device type, rule, subject) → (alert id, org unit, severity)
+        self._open: dict[tuple[str, str, str], tuple[str, str | None, str]] = {}
         self._cleared: dict[tuple[str, str, str], tuple[str, float]] = {}  # → (alert id, cleared epoch s)
 
     def load(self, session: Session) -> None:
         """Recover the open alerts after a restart, so a subject still in alert updates its alert."""
         self._open.clear()
-        for row in session.execute(sa.select(AlertRow.id, AlertRow.device_type, AlertRow.rule_id, AlertRow.subject)
-                                   .where(AlertRow.status != "cleared")):
-            self._open[(row.device_type, row.rule_id, row.subject)] = row.id
+        for row in session.execute(sa.select(AlertRow.id, AlertRow.device_type, AlertRow.rule_id, AlertRow.subject,
+                                             AlertRow.org_unit, AlertRow.severity).where(AlertRow.status != "cleared")):
+            self._open[(row.device_type, row.rule_id, row.subject)] = (row.id, row.org_unit, row.severity)
 
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    def open_alerts(self) -> list[tuple[str, str, str | None, str]]:
+        """(device type, rule, org unit, severity) of each open alert, for the vital signs."""
+        return [(key[0], key[1], org_unit, severity) for key, (_, org_unit, severity) in self._open.items()]
 
     def apply(self, session: Session, device_type: str, transitions: Sequence[Transitions],
               batch: ReadingBatch | None, *, ctx: Context, now: datetime) -> Outcome:
@@ -117,7 +122,8 @@ class AlertManager:
                outcome: Outcome) -> Event:
         key = (device_type, rule.id, subject)
         value_or_none = None if np.isnan(value) else float(value)
-        alert_id = self._open.get(key)
+        found = self._open.get(key)
+        alert_id = found[0] if found is not None else None
         reopened = False
         if alert_id is None:
             recent = self._cleared.get(key)
@@ -130,7 +136,7 @@ class AlertManager:
                 row.cleared_at = None
                 row.raises += 1
                 row.value, row.reading, row.updated_at = value_or_none, reading, now
-                self._open[key] = row.id
+                self._open[key] = (row.id, row.org_unit, row.severity)
                 self._cleared.pop(key, None)
                 outcome.reopened += int(reopened)
                 return AlertUpdated(context=ctx, alert=alert_view(row))
@@ -139,17 +145,17 @@ class AlertManager:
                        raised_at=_utc(ts), updated_at=now, cleared_at=None, raises=1, value=value_or_none,
                        reading=reading)
         session.add(row)
-        self._open[key] = row.id
+        self._open[key] = (row.id, org_unit, rule.severity)
         outcome.raised += 1
         return AlertRaised(context=ctx, alert=alert_view(row))
 
     def _clear(self, session: Session, device_type: str, rule_id: str, subject: str, ts: float, ctx: Context,
                now: datetime) -> Event | None:
         key = (device_type, rule_id, subject)
-        alert_id = self._open.pop(key, None)
-        if alert_id is None:
+        found = self._open.pop(key, None)
+        if found is None:
             return None
-        row = session.get(AlertRow, alert_id)
+        row = session.get(AlertRow, found[0])
         if row is None:
             return None
         row.status, row.cleared_at, row.updated_at = "cleared", _utc(ts), now

@@ -176,7 +176,7 @@ def _registered_ids(session: Session, ids: list[str]) -> set[str]:
 def devices_by_local(session: Session, *, device_type: str, locals_: Sequence[int]) -> dict[int, DeviceRow]:
     """Stored devices of a type at these positions (for the few a batch of transitions names)."""
     out: dict[int, DeviceRow] = {}
-    values = sorted(set(int(v) for v in locals_))
+    values = sorted({int(v) for v in locals_})
     for start in range(0, len(values), 900):
         part = values[start:start + 900]
         for row in session.scalars(sa.select(DeviceRow).where(DeviceRow.device_type == device_type,
