@@ -105,19 +105,32 @@ async def upsert_batch(platform: Platform, items: Sequence[Any], *, mode: Upsert
         good, errors = validate_batch(platform, items, ctx)
         prepared = service.prepare_entities(good)
         with platform.transaction() as session:
-            outcome = service.upsert_entities(session, records=prepared, mode=mode, actor=ctx.actor,
-                                              now=platform.clock.now())
-            _run_hooks(platform, session, outcome.changes)
-        failed = {e.index for e in outcome.errors}
-        result = BatchResult(
-            success=[record.id for index, record in good if index not in failed],
-            errors=sorted(errors + outcome.errors, key=lambda e: e.index),
-        )
-        return result, outcome.changes
+            return _write_prepared(platform, session, good, prepared, errors, mode=mode, ctx=ctx)
 
     result, changes = await platform.run(work)
     await platform.bus.publish(*_events(changes, ctx))
     return result
+
+
+def _write_prepared(platform: Platform, session: Session, good: list[tuple[int, EntityRecord]],
+                    prepared: list[service.PreparedEntity], errors: list[ItemError], *, mode: UpsertMode,
+                    ctx: Context) -> tuple[BatchResult, list[EntityChange]]:
+    outcome = service.upsert_entities(session, records=prepared, mode=mode, actor=ctx.actor, now=platform.clock.now())
+    _run_hooks(platform, session, outcome.changes)
+    failed = {e.index for e in outcome.errors}
+    result = BatchResult(success=[record.id for index, record in good if index not in failed],
+                         errors=sorted(errors + outcome.errors, key=lambda e: e.index))
+    return result, outcome.changes
+
+
+def write_entities_in(platform: Platform, session: Session, items: Sequence[Any], *, mode: UpsertMode,
+                      ctx: Context) -> tuple[BatchResult, list[EntityChanged]]:
+    """Upsert entities inside a transaction another capability holds (its own rows and the entities commit
+    together); returns the result and the events to publish once that transaction has committed."""
+    good, errors = validate_batch(platform, items, ctx)
+    result, changes = _write_prepared(platform, session, good, service.prepare_entities(good), errors, mode=mode,
+                                      ctx=ctx)
+    return result, _events(changes, ctx)
 
 
 async def write_entity(platform: Platform, raw: Any, *, ctx: Context, create_only: bool) -> dict[str, Any]:
