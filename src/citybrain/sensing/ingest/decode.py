@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -33,12 +34,14 @@ class Decoded:
     errors: list[tuple[int, str]]
 
 
-def _field_type(kind: str) -> Any:
+def _field(name: str, kind: str) -> tuple[str, Any, Any]:
+    """A measurement's struct field. Numeric fields default to NaN, so a column is one np.array call; a JSON
+    null is allowed too (then the column takes the slower path that maps None to NaN)."""
     if kind == "string":
-        return str | None
+        return (name, str | None, None)
     if kind == "boolean":
-        return bool | None
-    return float | None  # integers too: msgspec turns a JSON int into a float for a float field
+        return (name, bool | float | None, NAN)  # float only as the NaN default
+    return (name, float | None, NAN)  # integers too: msgspec turns a JSON int into a float for a float field
 
 
 class PayloadDecoder:
@@ -49,11 +52,13 @@ class PayloadDecoder:
         self.numeric = spec.numeric()
         self.textual = spec.textual()
         fields: list[tuple[str, Any, Any]] = [("ts", float | str, msgspec.NODEFAULT), ("seq", int, -1)]
-        fields += [(name, _field_type(m.kind), None) for name, m in spec.measurements.items()]
+        fields += [_field(name, m.kind) for name, m in spec.measurements.items()]
+        # gc=False: a reading holds no references back, so the collector need not track millions of them.
         self._struct = msgspec.defstruct(f"Reading_{spec.slug}", fields, forbid_unknown_fields=True,
-                                         kw_only=True)
+                                         kw_only=True, gc=False)
         self._one = msgspec.json.Decoder(self._struct)
         self._many = msgspec.json.Decoder(list[self._struct])  # type: ignore[valid-type]
+        self._booleans = [name for name, m in spec.measurements.items() if m.kind == "boolean"]
         self._ranges = [(name, m.minimum, m.maximum, m.kind == "integer") for name, m in spec.measurements.items()
                         if m.kind in ("number", "integer")]
 
@@ -73,9 +78,15 @@ class PayloadDecoder:
                 except msgspec.DecodeError as exc:
                     errors.append((i, f"not JSON: {exc}"))
         n = len(readings)
-        ts = np.empty(n, np.float64)
         keep = np.ones(n, bool)
-        for i, reading in enumerate(readings):
+        moments = list(map(attrgetter("ts"), readings))
+        try:
+            ts = np.array(moments, np.float64) if n else np.empty(0, np.float64)
+            texts_ts = False
+        except (TypeError, ValueError):  # some are RFC 3339 text
+            ts = np.empty(n, np.float64)
+            texts_ts = True
+        for i, reading in enumerate(readings if texts_ts else ()):
             moment = reading.ts
             if moment.__class__ is float:
                 ts[i] = moment
@@ -91,12 +102,21 @@ class PayloadDecoder:
         for i in np.flatnonzero(bad_ts).tolist():
             keep[i] = False
             errors.append((positions[i], "ts: not a finite number"))
-        seq = np.fromiter((r.seq for r in readings), np.int64, n)
+        seq = np.array(list(map(attrgetter("seq"), readings)), np.int64) if n else np.empty(0, np.int64)
         values: dict[str, np.ndarray] = {}
         for name in self.numeric:
-            getter = _getter(name)
-            values[name] = np.fromiter((NAN if (v := getter(r)) is None else float(v) for r in readings),
-                                       np.float64, n)
+            column = list(map(attrgetter(name), readings))
+            try:
+                values[name] = np.array(column, np.float64) if n else np.empty(0, np.float64)
+            except TypeError:  # a JSON null among them
+                values[name] = np.array([NAN if v is None else v for v in column], np.float64)
+        # A boolean measurement given as a number (0.5) is not a boolean.
+        for name in self._booleans:
+            column = values[name]
+            wrong = ~np.isnan(column) & (column != 0) & (column != 1)
+            for i in np.flatnonzero(wrong & keep).tolist():
+                keep[i] = False
+                errors.append((positions[i], f"{name}: expected a boolean"))
         for name, low, high, integral in self._ranges:
             column = values[name]
             with np.errstate(invalid="ignore"):
@@ -118,12 +138,6 @@ class PayloadDecoder:
             kept = np.flatnonzero(keep).tolist()
             texts = {k: [v[i] for i in kept] for k, v in texts.items()}
         return Decoded(rows, ts, seq, values, texts, errors)
-
-
-def _getter(name: str) -> Any:
-    from operator import attrgetter
-
-    return attrgetter(name)
 
 
 def _parse_time(text: str) -> float | None:

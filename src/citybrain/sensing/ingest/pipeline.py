@@ -61,6 +61,8 @@ class IngestPipeline:
         self.last_seq = np.full(size, -1, np.int64)
         self.last_seen = np.full(size, np.nan)  # arrival time, for online status
         self.counts: Counter[str] = Counter()
+        self._type_slugs = list(types)
+        self._type_codes = {slug: code for code, slug in enumerate(self._type_slugs)}
 
     def fit(self) -> None:
         """Make room in the state arrays for devices indexed since the last call."""
@@ -79,27 +81,30 @@ class IngestPipeline:
     def process(self, messages: list[RawMessage], *, source: str = "mqtt") -> IngestReport:
         self.fit()
         report = IngestReport()
+        # One comprehension per step rather than one loop with branches: this is the per-message part.
+        parts = [topic.split("/") for topic, _, _ in messages]
+        codes = self._type_codes
+        districts = self.districts
+        type_of = [codes.get(p[2], -1) if len(p) == 5 and p[0] == "city" and p[4] == "telemetry" and p[1] in districts
+                   else -2 for p in parts]
         by_type: dict[str, tuple[list[int], list[str]]] = {}
-        for position, (topic, payload, received) in enumerate(messages):
-            parts = topic.split("/")
-            if len(parts) != 5 or parts[0] != "city" or parts[4] != "telemetry":
-                report.dead.append(_dead(source, topic, None, "topic is not city/{district}/{device_type}/"
-                                         "{device_id}/telemetry", payload, received, position))
-                continue
-            _, district, device_type, device_id, _ = parts
-            if district not in self.districts:
-                report.dead.append(_dead(source, topic, device_id, f"unknown district {district!r}", payload,
-                                         received, position))
-                continue
-            group = by_type.get(device_type)
-            if group is None:
-                if device_type not in self.types:
-                    report.dead.append(_dead(source, topic, device_id, f"unknown device type {device_type!r}",
-                                             payload, received, position))
+        if -1 in type_of or -2 in type_of:
+            for position, code in enumerate(type_of):
+                if code >= 0:
                     continue
-                group = by_type[device_type] = ([], [])
-            group[0].append(position)
-            group[1].append(device_id)
+                topic, payload, received = messages[position]
+                p = parts[position]
+                if len(p) != 5 or p[0] != "city" or p[4] != "telemetry":
+                    reason, device_id = "topic is not city/{district}/{device_type}/{device_id}/telemetry", None
+                elif p[1] not in districts:
+                    reason, device_id = f"unknown district {p[1]!r}", p[3]
+                else:
+                    reason, device_id = f"unknown device type {p[2]!r}", p[3]
+                report.dead.append(_dead(source, topic, device_id, reason, payload, received, position))
+        codes_array = np.array(type_of, np.int64)
+        for code in np.unique(codes_array[codes_array >= 0]).tolist():
+            positions = np.flatnonzero(codes_array == code).tolist()
+            by_type[self._type_slugs[code]] = (positions, [parts[i][3] for i in positions])
         for device_type, (positions, ids) in by_type.items():
             self._process_type(device_type, positions, ids, messages, source, report)
         self.counts["dead"] += len(report.dead)
@@ -144,7 +149,7 @@ class IngestPipeline:
         if rows.size == 0:
             return
         nums = nums[rows]
-        received = np.fromiter((messages[positions[r]][2] for r in rows.tolist()), np.float64, rows.size)
+        received = np.array([messages[positions[r]][2] for r in rows.tolist()], np.float64)
         batch = ReadingBatch(device_type, nums, index.local[nums].astype(np.int64), decoded.ts, received,
                              decoded.seq, decoded.values, decoded.texts)
         self._order(batch, report)
