@@ -162,3 +162,28 @@ def test_alert_queries_acknowledge_and_assign(platform: Platform) -> None:
         with pytest.raises(Conflict):
             alerts.acknowledge(session, alert_id=cleared_id, actor="x", now=platform.clock.now())
         assert session.get(AlertRow, cleared_id).status == "cleared"
+
+
+def test_alerts_are_mirrored_as_hub_alert_entities(platform: Platform) -> None:
+    from citybrain.hub.entities import service as entity_service
+
+    village = _village(platform)
+    index = DeviceIndex(list(TYPES), list(platform.org_tree.units))
+    _register(platform, [devices.DeviceInput("AQ-0", "air_quality", village)], index)
+    manager = alerts.AlertManager(index.org_units)
+    with platform.transaction() as session:
+        outcome = manager.apply(session, "air_quality", [_transitions(_rule(), raised=[0])], None, ctx=SYSTEM,
+                                now=platform.clock.now())
+        events = alerts.mirror(platform, session, [e.alert for e in outcome.events], ctx=SYSTEM)
+    alert_id = outcome.events[0].alert["id"]
+    assert [e.entity_id for e in events] == [f"urn:ngsi-ld:Alert:{alert_id}"]
+    with platform.transaction() as session:
+        cleared = manager.apply(session, "air_quality", [_transitions(_rule(), cleared=[0], ts=2000.0)], None,
+                                ctx=SYSTEM, now=platform.clock.now())
+        alerts.mirror(platform, session, [e.alert for e in cleared.events], ctx=SYSTEM)
+    with platform.session() as session:
+        entity = entity_service.row_to_ngsi(entity_service.get_entity(session, entity_id=f"urn:ngsi-ld:Alert:{alert_id}"))
+    assert entity["severity"]["value"] == "high" and entity["status"]["value"] == "cleared"
+    assert entity["alertSource"]["object"] == "urn:ngsi-ld:Device:AQ-0"
+    assert entity["validTo"]["value"].startswith("1970-01-01T00:33:20")
+    assert entity["orgUnit"]["object"] == f"urn:ngsi-ld:OrgUnit:{village}"

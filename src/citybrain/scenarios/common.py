@@ -31,5 +31,18 @@ class Common(Scenario):
                      smart_data_model="dataModel.PointOfInterest",
                      attributes={"name": A(kind="string"), "category": A(kind="array"),
                                  "address": A(kind="object")}),
+            TypeSpec(name="Alert", title="Alert", title_zh="告警", smart_data_model="dataModel.Alert",
+                     description="Mirrors a sensing alert, so hub subscriptions (webhooks) and queries see it.",
+                     attributes={
+                         "category": A(kind="string", description="the device type that raised it"),
+                         "subCategory": A(kind="string", description="the rule"),
+                         "severity": A(kind="string", enum=["informational", "low", "medium", "high", "critical"]),
+                         "description": A(kind="string"),
+                         "alertSource": A(kind="relationship", description="the device (or org unit) in alert"),
+                         "dateIssued": A(kind="datetime"),
+                         "validTo": A(kind="datetime", description="when it cleared"),
+                         "status": A(kind="string", enum=["active", "acknowledged", "cleared"]),
+                         "value": A(kind="number", description="the reading that raised it"),
+                     }),
         ],
     )

@@ -42,6 +42,47 @@ def alert_view(row: AlertRow) -> dict[str, Any]:
             "acknowledgedBy": row.acknowledged_by, "acknowledgedAt": moment(row.acknowledged_at)}
 
 
+# Our severities on the Smart Data Models Alert scale.
+SDM_SEVERITY = {"info": "informational", "minor": "low", "major": "high", "critical": "critical"}
+
+
+def alert_entity(view: dict[str, Any]) -> dict[str, Any]:
+    """The alert as a hub entity (Smart Data Models `Alert`), which subscriptions and the entity API see."""
+    source = (f"urn:ngsi-ld:Device:{view['subject']}" if view["subjectKind"] == "device"
+              else f"urn:ngsi-ld:OrgUnit:{view['subject']}")
+    entity: dict[str, Any] = {
+        "id": f"urn:ngsi-ld:Alert:{view['id']}", "type": "Alert",
+        "category": {"type": "Property", "value": view["deviceType"]},
+        "subCategory": {"type": "Property", "value": view["ruleId"]},
+        "severity": {"type": "Property", "value": SDM_SEVERITY[view["severity"]]},
+        "description": {"type": "Property", "value": view["title"]},
+        "alertSource": {"type": "Relationship", "object": source},
+        "dateIssued": {"type": "Property", "value": view["raisedAt"]},
+        "status": {"type": "Property", "value": view["status"]},
+    }
+    if view["clearedAt"]:
+        entity["validTo"] = {"type": "Property", "value": view["clearedAt"]}
+    if view["value"] is not None:
+        entity["value"] = {"type": "Property", "value": view["value"]}
+    if view["orgUnit"]:
+        entity["orgUnit"] = {"type": "Relationship", "object": f"urn:ngsi-ld:OrgUnit:{view['orgUnit']}"}
+    return entity
+
+
+def mirror(platform: Any, session: Session, views: Sequence[dict[str, Any]], *, ctx: Context) -> list[Event]:
+    """Write the alerts' hub entities in the caller's transaction; returns the hub's events to publish."""
+    from citybrain.hub.entities.flows import write_entities_in
+
+    latest = {view["id"]: view for view in views}  # one batch may raise and clear the same alert
+    if not latest:
+        return []
+    result, events = write_entities_in(platform, session, [alert_entity(v) for v in latest.values()],
+                                       mode="replace", ctx=ctx)
+    if result.errors:
+        raise RuntimeError(f"an alert entity was refused: {result.errors[0]}")
+    return list(events)
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(float(ts), UTC)
 
