@@ -77,8 +77,9 @@ class Transitions:
 
     `subject` says what the indices index: "device" → positions within the device type (ReadingBatch.local),
     "area" → area ids (the composite rule's area kind). For each raise: the value and device timestamp
-    that caused it; for each clear: the timestamp that cleared it. A subject appears at most once in
-    `raised` and once in `cleared` per call, never in both.
+    that caused it; for each clear: the timestamp that cleared it. Within one Transitions a subject appears at
+    most once in `raised` and once in `cleared`, never in both. When a subject went into and out of alert
+    within one call, the engine returns that rule twice (the raise, then the clear): apply the list in order.
     """
 
     rule: RuleSpec
