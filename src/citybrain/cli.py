@@ -24,6 +24,17 @@ import_app = typer.Typer(help="Load data into the City Brain.", no_args_is_help=
 export_app = typer.Typer(help="Write data out of the City Brain.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
+
+
+def _add_capability_commands() -> None:
+    from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
+
+    app.add_typer(devices_app, name="devices")
+    app.add_typer(alerts_app, name="alerts")
+    app.add_typer(telemetry_app, name="telemetry")
+
+
+_add_capability_commands()
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 

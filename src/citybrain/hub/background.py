@@ -130,7 +130,9 @@ def services_for(platform: Platform) -> list[BackgroundService]:
     from citybrain.hub.commands.flows import CommandDispatcher, HealthChecker
     from citybrain.hub.subscriptions.flows import WebhookDelivery
 
-    return [WebhookDelivery(platform), CommandDispatcher(platform), HealthChecker(platform)]
+    from citybrain.sensing.runtime import SensingRuntime
+
+    return [WebhookDelivery(platform), CommandDispatcher(platform), HealthChecker(platform), SensingRuntime(platform)]
 
 
 def find_service(platform: Platform, kind: type[S]) -> S | None:

@@ -1,0 +1,246 @@
+"""Sensing commands: `citybrain devices …` and `citybrain alerts …`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+devices_app = typer.Typer(help="The device registry: register devices in bulk, list them, list device types.",
+                          no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts raised by the sensing rules.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+DbOpt = Annotated[str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")]
+HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file, lake).")]
+CHUNK = 10_000
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _open(db: str, home: Path) -> Any:
+    from citybrain.cli import _platform, _settings
+
+    return _platform(_settings(db=db, home=home))
+
+
+@devices_app.command("import")
+def import_devices(
+    path: Annotated[Path, typer.Argument(help="CSV with a header (device_id, device_type[, org_unit, lon, lat, "
+                                              "secret]) or NGSI-LD Device entities (JSON array or NDJSON).")],
+    secrets_out: Annotated[Path | None, typer.Option(
+        "--secrets-out", help="Write each new device's secret here (CSV: device_id,secret); shown nowhere else.")] = None,
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Register devices from a file in chunks, with a progress bar. Devices already registered are left as
+    they are; bad rows are listed and the good ones kept (exit 1 when any row was refused)."""
+    from citybrain.core.context import Context
+    from citybrain.sensing.devices import flows, service
+    from citybrain.sensing.runtime import device_types
+
+    if not path.exists():
+        _fail(f"{path}: file not found")
+    raw = path.read_bytes()
+    if raw.lstrip()[:1] in (b"[", b"{"):
+        try:
+            data = orjson.loads(raw) if raw.lstrip().startswith(b"[") else [
+                orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        except orjson.JSONDecodeError as exc:
+            _fail(f"{path}: not JSON or NDJSON: {exc}")
+        items, problems = service.from_ngsi(data)
+    else:
+        try:
+            items, problems = service.parse_csv(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            _fail(f"{path}: not UTF-8 text")
+    if problems and problems[0].field == "header":
+        _fail(f"{path}: {problems[0].reason}")
+    platform = _open(db, home)
+    types = device_types()
+    with platform.session() as session:
+        index = service.load_index(session, types=list(types), org_tree=platform.org_tree)
+    ctx = Context(actor="cli:devices-import")
+    created = existing = 0
+    refused = [(p.index, p.field, p.reason) for p in problems]
+    secrets_file = secrets_out.open("w", newline="") if secrets_out else None
+    writer = csv.writer(secrets_file) if secrets_file else None
+    if writer:
+        writer.writerow(("device_id", "secret"))
+    with Progress(TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task("devices", total=len(items))
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start:start + CHUNK]
+            outcome, _events = flows.register(platform, items=chunk, types=types, index=index, ctx=ctx)
+            service.add_to_index(index, outcome.rows)
+            created += len(outcome.created)
+            existing += len(outcome.existing)
+            refused += [(start + e.index, e.field.split("].", 1)[-1], e.reason) for e in outcome.errors]
+            if writer:
+                writer.writerows((device_id, secret) for device_id, _, secret in outcome.created)
+            progress.advance(task, len(chunk))
+    if secrets_file:
+        secrets_file.close()
+    for index_, field, reason in refused[:20]:
+        err_console.print(f"item {index_}: {field}: {reason}", highlight=False)
+    console.print(f"{created} devices registered, {existing} already registered, {len(refused)} refused"
+                  + (" (first 20 shown)" if len(refused) > 20 else "")
+                  + (f"; secrets in {secrets_out}" if secrets_out and created else ""))
+    platform.dispose()
+    if refused:
+        raise typer.Exit(1)
+
+
+@devices_app.command("list")
+def list_devices(
+    device_type: Annotated[str | None, typer.Option("--type", help="Only this device type.")] = None,
+    org_unit: Annotated[str | None, typer.Option("--org-unit", help="Only this org unit and its descendants.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """List registered devices."""
+    import sqlalchemy as sa
+
+    from citybrain.sensing.devices.models import DeviceRow
+
+    platform = _open(db, home)
+    if org_unit is not None and org_unit not in platform.org_tree:
+        _fail(f"unknown org unit {org_unit!r}")
+    stmt = sa.select(DeviceRow).order_by(DeviceRow.num).limit(limit)
+    if device_type:
+        stmt = stmt.where(DeviceRow.device_type == device_type)
+    if org_unit:
+        stmt = stmt.where(DeviceRow.org_unit.in_(platform.org_tree.descendants(org_unit)))
+    table = Table("num", "device id", "type", "org unit", "lon", "lat", "enabled")
+    with platform.session() as session:
+        for row in session.scalars(stmt):
+            table.add_row(str(row.num), row.device_id, row.device_type, row.org_unit or "",
+                          "" if row.lon is None else f"{row.lon:.5f}", "" if row.lat is None else f"{row.lat:.5f}",
+                          "yes" if row.enabled else "no")
+    console.print(table)
+    platform.dispose()
+
+
+@devices_app.command("types")
+def list_device_types() -> None:
+    """List the device types scenario plug-ins contribute, with their measurements and rules."""
+    from citybrain.sensing.rules.engine import rules_for
+    from citybrain.sensing.runtime import device_types
+
+    table = Table("device type", "title", "entity type", "every", "measurements", "rules")
+    for slug, spec in sorted(device_types().items()):
+        rules = rules_for(spec)
+        table.add_row(slug, f"{spec.title} / {spec.title_zh}", spec.entity_type, f"{spec.report_interval_s:g} s",
+                      ", ".join(spec.measurements), ", ".join(r.id for r in rules.rules) if rules else "")
+    console.print(table)
+
+
+@alerts_app.command("list")
+def list_alerts(
+    status: Annotated[str | None, typer.Option(help="active, acknowledged or cleared.")] = None,
+    severity: Annotated[str | None, typer.Option(help="info, minor, major or critical.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """List alerts, oldest first."""
+    from citybrain.core.errors import CityBrainError
+    from citybrain.sensing.alerts import service
+
+    platform = _open(db, home)
+    table = Table("raised", "severity", "status", "rule", "subject", "org unit", "value", "title")
+    with platform.session() as session:
+        try:
+            rows, _ = service.list_alerts(session, status=status, severity=severity, org_units=None, device_type=None,
+                                          after=None, limit=limit)
+        except CityBrainError as exc:
+            _fail(exc.detail)
+        for row in rows:
+            table.add_row(row.raised_at.strftime("%Y-%m-%d %H:%M:%S"), row.severity, row.status,
+                          f"{row.device_type}/{row.rule_id}", row.subject, row.org_unit or "",
+                          "" if row.value is None else f"{row.value:g}", row.title)
+    console.print(table)
+    platform.dispose()
+
+
+telemetry_app = typer.Typer(help="The telemetry lake: query readings by device or type over a time range, "
+                                 "raw or in buckets, and export them.", no_args_is_help=True)
+
+
+def _moment(text: str | None, name: str) -> Any:
+    from datetime import datetime
+
+    if text is None:
+        _fail(f"--{name} is required (e.g. 2026-12-01T08:00:00Z)")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)  # type: ignore[union-attr]
+    except ValueError:
+        _fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T08:00:00Z)")
+    if moment.tzinfo is None:
+        _fail(f"--{name}: give the zone too (e.g. 2026-12-01T08:00:00+08:00)")
+    return moment
+
+
+@telemetry_app.command("query")
+def query_telemetry(
+    start: Annotated[str | None, typer.Option(help="Inclusive start, with its zone.")] = None,
+    end: Annotated[str | None, typer.Option(help="Exclusive end, with its zone.")] = None,
+    device: Annotated[list[str] | None, typer.Option("--device", help="A device id (repeatable).")] = None,
+    device_type: Annotated[str | None, typer.Option("--type", help="A device type.")] = None,
+    measurement: Annotated[list[str] | None, typer.Option(help="A measurement (repeatable).")] = None,
+    bucket: Annotated[int | None, typer.Option(help="Bucket length in seconds; omit for raw readings.")] = None,
+    agg: Annotated[list[str] | None, typer.Option(help="avg, min, max, count, last (repeatable; default all).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this .parquet or .csv file instead of "
+                                                                 "printing a table.")] = None,
+    lake: Annotated[str, typer.Option(help="Lake: empty = Parquet under --home; postgresql://… when scaled out.")] = "",
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Query the telemetry lake directly (no server needed)."""
+    from citybrain.core.errors import CityBrainError
+    from citybrain.sensing import telemetry
+    from citybrain.sensing.lake.base import open_lake
+    from citybrain.sensing.lake.query import export_table
+    from citybrain.sensing.runtime import device_types
+
+    begin, finish = _moment(start, "start"), _moment(end, "end")
+    if out is not None and out.suffix.lower() not in (".parquet", ".csv"):
+        _fail(f"--out: {out.name} must end in .parquet or .csv")
+    platform = _open(db, home)
+    try:
+        store = open_lake(lake, home=home)
+    except (ValueError, OSError) as exc:
+        _fail(f"cannot open the lake: {exc}")
+    try:
+        with platform.session() as session:
+            query = telemetry.build_query(session, device_ids=device or [], device_type=device_type,
+                                          measurements=measurement or [], start=begin, end=finish, bucket_s=bucket,
+                                          aggregations=agg or [], limit=limit, types=list(device_types()))
+            table = telemetry.with_device_ids(session, store.query(query))
+    except CityBrainError as exc:
+        _fail(exc.detail)
+    finally:
+        store.close(flush=False)
+        platform.dispose()
+    if out is not None:
+        written = export_table(table.drop_columns(["device_num"]), out)
+        console.print(f"{written} rows written to {out}")
+        return
+    result = Table(*[name for name in table.column_names if name != "device_num"])
+    for row in telemetry.rows(table.drop_columns(["device_num"])):
+        result.add_row(*["" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in row.values()])
+    console.print(result)
+    console.print(f"{table.num_rows} rows")

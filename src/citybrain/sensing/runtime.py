@@ -1,0 +1,377 @@
+"""The running sensing capability of one process: registry index, ingest pipeline, rule engines, alerts,
+lake and (when a broker is configured) the MQTT subscription, wired together as a background service.
+
+CPU work (decode, rules) runs in one worker thread at a time, in arrival order: the per-device state
+arrays are not shared between threads, and a device's readings must meet its rules in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+from citybrain.core.context import Context
+from citybrain.core.events import Event
+from citybrain.sensing.alerts import service as alert_service
+from citybrain.sensing.alerts.events import AlertRaised, AlertUpdated
+from citybrain.sensing.alerts.service import AlertManager
+from citybrain.sensing.devices import flows as device_flows
+from citybrain.sensing.devices import service as devices
+from citybrain.sensing.devices.index import DeviceIndex
+from citybrain.sensing.devices.models import DeadLetterRow
+from citybrain.sensing.devices.spec import DeviceTypeSpec
+from citybrain.sensing.ingest.pipeline import DeadLetter, IngestPipeline, IngestReport, RawMessage
+from citybrain.sensing.rules.spec import Transitions
+from citybrain.sensing.vitals import service as vitals
+from citybrain.sensing.vitals.spec import BUILTIN_INDICATORS
+
+if TYPE_CHECKING:
+    from citybrain.platform import Platform
+
+log = logging.getLogger(__name__)
+SENSING_CONTEXT = Context(id="00000000-0000-7000-8000-00000000a1e7", actor="system:sensing")
+AREA_KINDS = ("village", "town")
+LATENCY_SAMPLES = 100_000
+
+
+def device_types() -> dict[str, DeviceTypeSpec]:
+    from citybrain.scenarios import scenario_device_types
+
+    return {spec.slug: spec for spec in scenario_device_types()}
+
+
+class SensingRuntime:
+    """Background service: `await ingest(messages)` is the one entry of telemetry (MQTT and HTTP)."""
+
+    name = "sensing"
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.types = device_types()
+        self.index = DeviceIndex(list(self.types), [])
+        self.pipeline: IngestPipeline | None = None
+        self.engines: dict[str, Any] = {}
+        self.alerts: AlertManager | None = None
+        self.lake: Any = None
+        self.counts: Counter[str] = Counter()
+        self._cpu = anyio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._source: Any = None
+        self._publisher: Any = None
+        self._last_flush = time.monotonic()
+        self.latest = vitals.LatestReadings(self.types)
+        self._latency = np.zeros(LATENCY_SAMPLES)
+        self._latency_count = 0
+        self.vital_signs: vitals.VitalSigns | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self._load)
+        self._tasks.append(asyncio.create_task(self._ticker(), name="sensing-tick"))
+        self._tasks.append(asyncio.create_task(self._vitals_loop(), name="sensing-vitals"))
+        settings = self.platform.settings
+        if settings.mqtt:
+            from citybrain.sensing.ingest.mqtt import MqttSource
+
+            self._source = MqttSource(settings.mqtt, on_batch=self.ingest, qos=settings.mqtt_qos,
+                                      shared_group=settings.mqtt_share_group or None,
+                                      client_id=f"citybrain-ingest-{settings.district}")
+            await self._source.start()
+            log.info("sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos)
+            from citybrain.sensing.alerts.mqtt import AlertPublisher
+
+            district = next(iter(sorted(self._districts())), "unknown")
+            self._publisher = AlertPublisher(settings.mqtt, self.platform.bus, district=district,
+                                             client_id=f"citybrain-alerts-{district}-{os.getpid()}")
+            await self._publisher.start()
+
+    async def stop(self) -> None:
+        if self._source is not None:
+            await self._source.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        self._tasks.clear()
+        if self.lake is not None:
+            async with self._cpu:
+                await anyio.to_thread.run_sync(self._close_lake)
+
+    def _close_lake(self) -> None:
+        self.lake.flush()
+        self.lake.close()
+
+    def _load(self) -> None:
+        from citybrain.sensing.lake.base import open_lake
+
+        platform = self.platform
+        with platform.session() as session:
+            self.index = devices.load_index(session, types=list(self.types), org_tree=platform.org_tree)
+            self.alerts = AlertManager(self.index.org_units)
+            self.alerts.load(session)
+        self.pipeline = IngestPipeline(index=self.index, types=self.types, districts=self._districts())
+        self._build_engines()
+        from citybrain.scenarios import scenario_indicators
+
+        self.vital_signs = vitals.VitalSigns([*BUILTIN_INDICATORS, *scenario_indicators()], self.types,
+                                             platform.org_tree, self.index.org_units)
+        self.lake = open_lake(platform.settings.lake, home=platform.settings.home)
+        log.info("sensing: %d devices of %d types indexed (%.1f MB)", len(self.index), len(self.types),
+                 self.index.nbytes / 1e6)
+
+    def _districts(self) -> set[str]:
+        return {code for code, unit in self.platform.org_tree.units.items() if unit.kind == "district"}
+
+    def _area_arrays(self, device_type: str) -> dict[str, np.ndarray]:
+        """Per area kind, the area id (org position of the village / town) of each device of the type."""
+        tree = self.platform.org_tree
+        out = {}
+        for kind in AREA_KINDS:
+            of = np.full(max(1, len(self.index.org_units)), -1, np.int32)
+            for position, code in enumerate(self.index.org_units):
+                chain = [code, *reversed(tree.ancestors(code))]
+                match = next((c for c in chain if c in tree.units and tree.units[c].kind == kind), None)
+                if match is not None and match in self.index.org_codes:
+                    of[position] = self.index.org_codes[match]
+            areas = self.index.areas(device_type, of)
+            # Engines hold room for at least one device, so a type with none yet still builds.
+            out[kind] = areas if areas.size else np.full(1, -1, np.int32)
+        return out
+
+    def _build_engines(self) -> None:
+        from citybrain.sensing.rules.engine import RuleEngine, rules_for
+
+        self.engines = {}
+        for slug, spec in self.types.items():
+            rule_file = rules_for(spec)
+            rules = [r for r in (rule_file.rules if rule_file else []) if r.enabled]
+            capacity = self.index.capacity(slug)
+            engine = RuleEngine(spec, rules, max(1, capacity), areas=self._area_arrays(slug))
+            # Silence counts from now for devices registered before this start: a device that never reports
+            # again goes stale after its rule's after_s, not never.
+            engine.register_devices(np.arange(capacity, dtype=np.int64), time.time())
+            self.engines[slug] = engine
+
+    async def _vitals_loop(self) -> None:
+        interval = self.platform.settings.vitals_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.record_vitals()
+            except Exception:  # noqa: BLE001 - the next round retries; the loop must outlive a bad one
+                log.exception("computing vital signs failed")
+
+    async def record_vitals(self) -> int:
+        """Compute every indicator for every org unit now and store the values; returns rows written."""
+        async with self._cpu:
+            return await self.platform.run(self._record_vitals_sync)
+
+    def _record_vitals_sync(self) -> int:
+        assert self.vital_signs is not None and self.pipeline is not None and self.alerts is not None
+        state = vitals.SensingState(self.index, self.types, self.pipeline.last_seen, self.latest,
+                                    self.alerts.open_alerts(), time.time())
+        values = self.vital_signs.compute(state)
+        with self.platform.transaction() as session:
+            return vitals.store(session, values=values, org_units=self.index.org_units, at=self.platform.clock.now())
+
+    # ------------------------------------------------------------------ registration
+
+    async def register(self, items: list[devices.DeviceInput], *, ctx: Context) -> devices.Registration:
+        """Register devices, index them for the hot path and give the rule engines room for them."""
+        platform = self.platform
+
+        async with self._cpu:
+            outcome, events = await platform.run(device_flows.register, platform, items=items, types=self.types,
+                                                 index=self.index, ctx=ctx)
+            rows = outcome.rows
+            if rows:
+                devices.add_to_index(self.index, rows)
+                for slug in {r["device_type"] for r in rows}:
+                    self.engines[slug].grow(self.index.capacity(slug), areas=self._area_arrays(slug))
+                if self.pipeline is not None:
+                    self.pipeline.fit()
+                now = time.time()
+                for slug in {r["device_type"] for r in rows}:
+                    locals_ = np.array([r["local"] for r in rows if r["device_type"] == slug], np.int64)
+                    engine = self.engines[slug]
+                    engine.register_devices(locals_, now)
+        if events:
+            await platform.bus.publish(*events)
+        return outcome
+
+    # ------------------------------------------------------------------ the hot path
+
+    async def ingest(self, messages: list[RawMessage], *, source: str = "mqtt",
+                     refused: list[DeadLetter] | None = None) -> IngestReport:
+        """Accept a batch of raw messages: dead letters and alerts are stored, and the readings appended to
+        the lake, before this returns (so an MQTT source may acknowledge them). `refused`: dead letters
+        found before (HTTP items that named no registered device), stored with the others."""
+        async with self._cpu:
+            report, events = await self.platform.run(self._ingest_sync, messages, source, list(refused or []))
+        if events:
+            await self.platform.bus.publish(*events)
+            self._note_latency(events)
+        return report
+
+    def _note_latency(self, events: list[Event]) -> None:
+        """Device timestamp → alert on the bus, per raised alert (a ring of the latest LATENCY_SAMPLES)."""
+        now = time.time()
+        for event in events:
+            if isinstance(event, AlertRaised | AlertUpdated) and event.alert["subjectKind"] == "device":
+                ts = event.alert["reading"].get("ts")
+                if isinstance(ts, float):
+                    self._latency[self._latency_count % LATENCY_SAMPLES] = now - ts
+                    self._latency_count += 1
+
+    def alert_latency_ms(self) -> dict[str, float | int | None]:
+        samples = self._latency[: min(self._latency_count, LATENCY_SAMPLES)] * 1000
+        if not samples.size:
+            return {"count": 0, "p50": None, "p99": None, "max": None}
+        p50, p99 = np.percentile(samples, [50, 99]).tolist()
+        return {"count": self._latency_count, "p50": round(p50, 2), "p99": round(p99, 2),
+                "max": round(float(samples.max()), 2)}
+
+    def _ingest_sync(self, messages: list[RawMessage], source: str, refused: list[DeadLetter],
+                     ) -> tuple[IngestReport, list[Event]]:
+        assert self.pipeline is not None
+        report = self.pipeline.process(messages, source=source)
+        report.dead += refused
+        transitions: list[tuple[str, list[Transitions], Any]] = []
+        for batch in report.in_order:
+            self.latest.update(batch)
+            found = self.engines[batch.device_type].observe(batch)
+            if found:
+                transitions.append((batch.device_type, found, batch))
+        for batch in report.accepted:
+            self.lake.append(batch)
+        events = self._store(report.dead, transitions)
+        self.counts["messages"] += len(messages)
+        self.counts["accepted"] += report.accepted_count
+        self.counts["dead_letters"] += len(report.dead)
+        self.counts["duplicates"] += report.duplicates
+        self.counts["out_of_order"] += report.out_of_order
+        return report, events
+
+    def _store(self, dead: list[DeadLetter], transitions: list[tuple[str, list[Transitions], Any]]) -> list[Event]:
+        if not dead and not transitions:
+            return []
+        platform = self.platform
+        now = platform.clock.now()
+        events: list[Event] = []
+        with platform.transaction() as session:
+            if dead:
+                session.execute(sa.insert(DeadLetterRow), [
+                    {"received_at": datetime.fromtimestamp(d.received or time.time(), UTC), "source": d.source,
+                     "topic": d.topic, "device_id": d.device_id, "reason": d.reason, "payload": d.payload}
+                    for d in dead])
+            assert self.alerts is not None
+            for device_type, found, batch in transitions:
+                outcome = self.alerts.apply(session, device_type, found, batch, ctx=SENSING_CONTEXT, now=now)
+                events += outcome.events
+                self.counts["alerts_raised"] += outcome.raised
+                self.counts["alerts_cleared"] += outcome.cleared
+            events += alert_service.mirror(platform, session, [e.alert for e in events], ctx=SENSING_CONTEXT)
+        return events
+
+    async def _ticker(self) -> None:
+        interval = self.platform.settings.sensing_tick_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._cpu:
+                    events = await self.platform.run(self._tick_sync, time.time())
+                if events:
+                    await self.platform.bus.publish(*events)
+            except Exception:
+                log.exception("sensing tick failed")
+
+    def _tick_sync(self, now: float) -> list[Event]:
+        transitions = []
+        for slug, engine in self.engines.items():
+            found = engine.tick(now)
+            if found:
+                transitions.append((slug, found, None))
+        events = self._store([], transitions)
+        if time.monotonic() - self._last_flush >= self.platform.settings.lake_flush_s:
+            self.lake.flush()
+            self._last_flush = time.monotonic()
+        return events
+
+    def http_messages(self, items: list[Any]) -> tuple[list[RawMessage], list[int], list[DeadLetter]]:
+        """HTTP readings as the raw messages MQTT would have carried: (messages, the item index of each,
+        dead letters for items that name no registered device, positioned by item index)."""
+        district = next(iter(sorted(self._districts())), "")
+        now = time.time()
+        refused: list[DeadLetter] = []
+        ids: list[str] = []
+        positions: list[int] = []
+        for i, item in enumerate(items):
+            device_id = item.get("deviceId") if isinstance(item, dict) else None
+            if not isinstance(device_id, str) or not devices.DEVICE_ID_RE.match(device_id):
+                refused.append(DeadLetter("http", "", None, "deviceId: a registered device id is required",
+                                          orjson.dumps(item)[:4096], now, i))
+                continue
+            ids.append(device_id)
+            positions.append(i)
+        messages: list[RawMessage] = []
+        kept: list[int] = []
+        for device_id, num, i in zip(ids, self.index.lookup(ids).tolist(), positions, strict=True):
+            if num == 0:
+                refused.append(DeadLetter("http", "", device_id, "unknown device", orjson.dumps(items[i])[:4096],
+                                          now, i))
+                continue
+            slug = self.index.type_slugs[self.index.type_code[num]]
+            payload = orjson.dumps({k: v for k, v in items[i].items() if k != "deviceId"})
+            messages.append((f"city/{district}/{slug}/{device_id}/telemetry", payload, now))
+            kept.append(i)
+        return messages, kept, refused
+
+    def online(self, nums: list[int]) -> list[bool]:
+        """Whether each device was heard within its type's offline_after."""
+        if self.pipeline is None:
+            return [False] * len(nums)
+        now = time.time()
+        out = []
+        for num in nums:
+            seen = self.pipeline.last_seen[num] if num < self.pipeline.last_seen.size else float("nan")
+            code = int(self.index.type_code[num]) if num < self.index.type_code.size else -1
+            limit = self.types[self.index.type_slugs[code]].offline_after if code >= 0 else 0.0
+            out.append(bool(not np.isnan(seen) and now - seen <= limit))
+        return out
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        online = 0
+        if self.pipeline is not None and len(self.index):
+            seen = self.pipeline.last_seen[: self.index.type_code.size]
+            limits = np.array([self.types[s].offline_after for s in self.index.type_slugs] + [0.0])
+            codes = self.index.type_code
+            limit = limits[np.where(codes >= 0, codes, len(limits) - 1)]
+            with np.errstate(invalid="ignore"):
+                online = int(((now - seen) <= limit).sum())
+        return {"devices": len(self.index), "online": online, "types": sorted(self.types),
+                "open_alerts": self.alerts.open_count if self.alerts else 0,
+                "state_bytes": self.index.nbytes + (self.pipeline.nbytes if self.pipeline else 0)
+                + sum(getattr(e, "nbytes", 0) for e in self.engines.values()),
+                "counts": dict(self.counts),
+                "alert_latency_ms": self.alert_latency_ms(),
+                "mqtt": self._source.stats() if self._source is not None else None,
+                "alerts_published_mqtt": self._publisher.published if self._publisher is not None else None}
