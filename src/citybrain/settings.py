@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     mqtt: str = Field("", description="MQTT broker to take telemetry from (mqtt://host:1883); empty = HTTP only.")
     mqtt_qos: int = Field(1, ge=0, le=1, description="QoS of the telemetry subscription.")
+    mqtt_client_id: str = Field(
+        "", description="Stable MQTT client id of this ingest worker (the broker keeps its QoS 1 session under it); "
+                        "default citybrain-ingest-{district}. Give each worker its own.")
     mqtt_share_group: str = Field("", description="MQTT 5 shared-subscription group, so N ingest workers split the load.")
     lake: str = Field("", description="Telemetry lake: empty = Parquet under `home`/lake; postgresql://… to scale out.")
     sensing_tick_s: float = Field(1.0, gt=0, description="How often silence rules and lake flushes run.")

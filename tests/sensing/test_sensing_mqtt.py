@@ -61,7 +61,7 @@ def test_mqtt_telemetry_raises_an_alert_published_back_on_mqtt(tmp_path: Path) -
     from citybrain.hub.org.flows import import_district
 
     settings = Settings(home=tmp_path, bus="memory", mqtt=f"mqtt://{MQTT_HOST}:{MQTT_PORT}", mqtt_qos=1,
-                        mqtt_share_group=f"t{uuid.uuid4().hex[:8]}")
+                        mqtt_share_group=f"t{uuid.uuid4().hex[:8]}", mqtt_client_id=f"test-ingest-{uuid.uuid4().hex[:8]}")
     platform = Platform(settings, clock=FrozenClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC)))
     platform.migrate()
     platform.load_state()

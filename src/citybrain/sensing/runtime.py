@@ -86,7 +86,7 @@ class SensingRuntime:
 
             self._source = MqttSource(settings.mqtt, on_batch=self.ingest, qos=settings.mqtt_qos,
                                       shared_group=settings.mqtt_share_group or None,
-                                      client_id=f"citybrain-ingest-{settings.district}")
+                                      client_id=settings.mqtt_client_id or f"citybrain-ingest-{settings.district}")
             await self._source.start()
             log.info("sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos)
             from citybrain.sensing.alerts.mqtt import AlertPublisher
