@@ -555,22 +555,25 @@ def test_readers_see_no_duplicates_or_gaps_while_compacting(parquet_lake: Parque
     expected = parquet_lake.query(query)
     seen: list[pa.Table] = []
     failures: list[BaseException] = []
-    done = threading.Event()
+    done, reading = threading.Event(), threading.Event()
 
     def read() -> None:
         reader = ParquetLake(parquet_lake.root)  # another lake object, as another process would have
         try:
             while not done.is_set():
                 seen.append(reader.query(query))
+                reading.set()
         except BaseException as error:  # noqa: BLE001 - reported below
             failures.append(error)
         finally:
+            reading.set()
             reader.close()
 
     thread = threading.Thread(target=read)
     thread.start()
+    reading.wait(timeout=30)  # compact while the reader is in full swing
     try:
-        for _ in range(3):
+        for _ in range(6):
             parquet_lake.compact(DAY.date())
             parquet_lake.append(make_batch("air_quality", [1], [T0 - 86_400], {"pm25": [1.0]}))  # other day
             parquet_lake.flush()
@@ -581,6 +584,23 @@ def test_readers_see_no_duplicates_or_gaps_while_compacting(parquet_lake: Parque
     assert seen
     for answer in seen:
         assert_same_answer(answer, expected)
+
+
+def test_compaction_waits_for_queries_that_already_listed_the_files(parquet_lake: ParquetLake):
+    _fill_for_compaction(parquet_lake, flushes=3)
+    folder = parquet_lake.partition(DAY.date(), "air_quality")
+    listed = sorted(folder.glob("part-*.parquet"))
+    reader = ParquetLake(parquet_lake.root)
+    with reader._reading([DAY.date()]):  # what a query holds between listing the files and reading them
+        compaction = threading.Thread(target=parquet_lake.compact, args=(DAY.date(),))
+        compaction.start()
+        compaction.join(timeout=1.0)
+        assert compaction.is_alive()  # the merged file is ready, but the swap waits for the reader
+        assert all(path.exists() for path in listed)
+    compaction.join(timeout=30)
+    assert not compaction.is_alive()
+    assert not any(path.exists() for path in listed)
+    reader.close()
 
 
 def test_a_compaction_that_crashed_after_its_commit_is_finished_without_duplicates(parquet_lake: ParquetLake):

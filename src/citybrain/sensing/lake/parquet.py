@@ -45,6 +45,11 @@ deletion; a crash before the rename leaves a temporary file that recovery delete
 a compaction runs are not among its sources and stay as they are. Outside readers (a bare DuckDB glob
 over the folders) do not take the locks and may briefly see both the merged and the small files.
 Locks are `flock(2)`: one machine, local disk — not NFS or object storage.
+
+Measured by `bench/lake.py` on this 2-core machine (10 M rows of 3 M devices, 1 M-row flushes): append +
+flush 3.3–4.6 M rows/s, ≈ 12 bytes a row on disk; one device over a day (300 s buckets) ≈ 35 ms over
+the day's 46 flush files, ≈ 20 ms once compacted; one type over an hour (60 s buckets, ≈ 80 k result
+rows) ≈ 85–125 ms; compacting a 6.7 M-row day ≈ 5 s.
 """
 
 from __future__ import annotations
