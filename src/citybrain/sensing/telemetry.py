@@ -19,18 +19,18 @@ API_NAMES = {"bucket_s": "bucket", "aggregations": "agg", "device_nums": "device
              "measurements": "measurement"}
 
 
-def device_numbers(session: Session, device_ids: Sequence[str]) -> list[int]:
-    """Numbers of these devices; an unknown id is refused by name."""
-    found: dict[str, int] = {}
+def device_numbers(session: Session, device_ids: Sequence[str]) -> tuple[list[int], set[str]]:
+    """Numbers of these devices and the types they are of; an unknown id is refused by name."""
+    found: dict[str, tuple[int, str]] = {}
     for start in range(0, len(device_ids), 900):
         part = list(device_ids[start:start + 900])
-        found.update((device_id, num) for device_id, num in session.execute(sa.select(DeviceRow.device_id, DeviceRow.num)
-                                     .where(DeviceRow.device_id.in_(part))).all())
+        stmt = sa.select(DeviceRow.device_id, DeviceRow.num, DeviceRow.device_type).where(DeviceRow.device_id.in_(part))
+        found.update((device_id, (num, kind)) for device_id, num, kind in session.execute(stmt).all())
     unknown = [d for d in device_ids if d not in found]
     if unknown:
         raise InvalidInput.at("deviceId", f"unknown device {unknown[0]!r}"
                               + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
-    return [found[d] for d in device_ids]
+    return [found[d][0] for d in device_ids], {found[d][1] for d in device_ids}
 
 
 def build_query(session: Session, *, device_ids: Sequence[str], device_type: str | None,
@@ -40,7 +40,11 @@ def build_query(session: Session, *, device_ids: Sequence[str], device_type: str
         raise InvalidInput.at("deviceType", f"unknown device type {device_type!r}")
     if start is None or end is None:
         raise InvalidInput.at("start" if start is None else "end", "start and end (with their zone) are required")
-    nums = device_numbers(session, device_ids) if device_ids else None
+    nums = None
+    if device_ids:
+        nums, kinds = device_numbers(session, device_ids)
+        if device_type is None and len(kinds) == 1:
+            device_type = kinds.pop()  # the lake then reads that type's partitions only
     try:
         return TelemetryQuery(start=start, end=end, device_nums=nums, device_type=device_type,
                               measurements=list(measurements) or None, bucket_s=bucket_s,
