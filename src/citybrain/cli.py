@@ -28,10 +28,12 @@ app.add_typer(export_app, name="export")
 
 def _add_capability_commands() -> None:
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
+    from citybrain.sim.cli import simulate_app
 
     app.add_typer(devices_app, name="devices")
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(telemetry_app, name="telemetry")
+    app.add_typer(simulate_app, name="simulate")
 
 
 _add_capability_commands()

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SENSING_CONTEXT = Context(id="00000000-0000-7000-8000-00000000a1e7", actor="system:sensing")
 AREA_KINDS = ("village", "town")
 LATENCY_SAMPLES = 100_000
+STAGE_SAMPLES = 10_000
 
 
 def device_types() -> dict[str, DeviceTypeSpec]:
@@ -71,6 +72,7 @@ class SensingRuntime:
         self._last_flush = time.monotonic()
         self.latest = vitals.LatestReadings(self.types)
         self._latency = np.zeros(LATENCY_SAMPLES)
+        self._stages = _StageTimes()
         self._latency_count = 0
         self.vital_signs: vitals.VitalSigns | None = None
 
@@ -86,7 +88,10 @@ class SensingRuntime:
 
             self._source = MqttSource(settings.mqtt, on_batch=self.ingest, qos=settings.mqtt_qos,
                                       shared_group=settings.mqtt_share_group or None,
-                                      client_id=settings.mqtt_client_id or f"citybrain-ingest-{settings.district}")
+                                      client_id=settings.mqtt_client_id or f"citybrain-ingest-{settings.district}",
+                                      # A batch waits at most 5 ms to fill: at city rates it fills sooner, and
+                                      # a quiet night does not hold an alarm back.
+                                      max_delay_s=0.005)
             await self._source.start()
             log.info("sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos)
             from citybrain.sensing.alerts.mqtt import AlertPublisher
@@ -222,12 +227,23 @@ class SensingRuntime:
         """Accept a batch of raw messages: dead letters and alerts are stored, and the readings appended to
         the lake, before this returns (so an MQTT source may acknowledge them). `refused`: dead letters
         found before (HTTP items that named no registered device), stored with the others."""
+        arrived = time.time()
         async with self._cpu:
+            started = time.time()
             report, events = await self.platform.run(self._ingest_sync, messages, source, list(refused or []))
         if events:
             await self.platform.bus.publish(*events)
             self._note_latency(events)
+        done = time.time()
+        # Where a reading's time goes: on its way here (device → broker → this process), waiting for the
+        # CPU behind earlier batches, and being processed (decode, rules, lake, alerts, bus).
+        self._stages.note(transit=self._transit(report, arrived), queued=started - arrived, processed=done - started)
         return report
+
+    @staticmethod
+    def _transit(report: IngestReport, arrived: float) -> float | None:
+        lags = [float(np.median(arrived - batch.ts)) for batch in report.accepted if len(batch)]
+        return float(np.median(lags)) if lags else None
 
     def _note_latency(self, events: list[Event]) -> None:
         """Device timestamp → alert on the bus, per raised alert (a ring of the latest LATENCY_SAMPLES)."""
@@ -373,5 +389,28 @@ class SensingRuntime:
                 + sum(getattr(e, "nbytes", 0) for e in self.engines.values()),
                 "counts": dict(self.counts),
                 "alert_latency_ms": self.alert_latency_ms(),
+                "ingest_stages_ms": self._stages.summary(),
                 "mqtt": self._source.stats() if self._source is not None else None,
                 "alerts_published_mqtt": self._publisher.published if self._publisher is not None else None}
+
+
+class _StageTimes:
+    """The latest STAGE_SAMPLES ingest calls' stage times, for the status report."""
+
+    def __init__(self) -> None:
+        self._values = {name: np.full(STAGE_SAMPLES, np.nan) for name in ("transit", "queued", "processed")}
+        self._count = 0
+
+    def note(self, **stages: float | None) -> None:
+        at = self._count % STAGE_SAMPLES
+        for name, value in stages.items():
+            self._values[name][at] = np.nan if value is None else value
+        self._count += 1
+
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for name, values in self._values.items():
+            seen = values[~np.isnan(values)] * 1000
+            out[name] = ({"p50": None, "p99": None} if not seen.size else
+                         {"p50": round(float(np.percentile(seen, 50)), 2), "p99": round(float(np.percentile(seen, 99)), 2)})
+        return out
