@@ -91,7 +91,7 @@ class SensingRuntime:
                                       client_id=settings.mqtt_client_id or f"citybrain-ingest-{settings.district}",
                                       # A batch waits at most 5 ms to fill: at city rates it fills sooner, and
                                       # a quiet night does not hold an alarm back.
-                                      max_delay_s=0.005)
+                                      max_delay_s=0.005, max_batch=20_000, max_pending=200_000)
             await self._source.start()
             log.info("sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos)
             from citybrain.sensing.alerts.mqtt import AlertPublisher
