@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
                         help="append to BENCHMARKS.md and write bench/results/ingest.json (default: yes, no with --quick)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     args.devices = args.devices or (10_000 if args.quick else 3_000_000)
     args.duration = args.duration or (30.0 if args.quick else 180.0)
@@ -318,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu_count": os.cpu_count(),
         }
         print_table(out, scored)
+        if args.json_out is not None:
+            args.json_out.write_text(json.dumps({**out, "by_rule": scored["by_rule"]}, indent=2) + "\n")
         if record:
             write_results(out, scored, args)
         del state_before, broker_pid

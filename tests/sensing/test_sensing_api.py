@@ -89,7 +89,6 @@ def test_telemetry_raises_and_clears_alerts_end_to_end(client: TestClient, platf
 
     runtime = find_service(platform, SensingRuntime)
     assert runtime is not None
-    runtime.lake.flush()
     window = {"start": _iso(now - 3600), "end": _iso(now + 60)}
     raw = client.get("/api/v1/telemetry", params={**window, "deviceId": "AQ-1", "measurement": "pm25"}).json()
     assert [(r["device_id"], r["value"]) for r in raw["items"]] == [("AQ-1", 40.0), ("AQ-1", 180.0), ("AQ-1", 50.0)]

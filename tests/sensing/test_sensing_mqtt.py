@@ -88,7 +88,6 @@ def test_mqtt_telemetry_raises_an_alert_published_back_on_mqtt(tmp_path: Path) -
         assert status["mqtt"]["connected"] is True
         dead = client.get("/api/v1/telemetry/dead-letters", params={"deviceId": "SM-1"}).json()["items"]
         assert len(dead) == 1 and "smokeDensity" in dead[0]["reason"]
-        runtime.lake.flush()
         table = runtime.lake.query(TelemetryQuery(start=datetime.fromtimestamp(now - 60, UTC),
                                                   end=datetime.fromtimestamp(now + 60, UTC),
                                                   measurements=["smokeDensity"]))

@@ -224,8 +224,8 @@ class SensingRuntime:
 
     async def ingest(self, messages: list[RawMessage], *, source: str = "mqtt",
                      refused: list[DeadLetter] | None = None) -> IngestReport:
-        """Accept a batch of raw messages: dead letters and alerts are stored, and the readings appended to
-        the lake, before this returns (so an MQTT source may acknowledge them). `refused`: dead letters
+        """Accept a batch of raw messages: dead letters and alerts are stored, and the readings written to the
+        lake (flushed, except for MQTT at QoS 0), before this returns (so an MQTT source may acknowledge them). `refused`: dead letters
         found before (HTTP items that named no registered device), stored with the others."""
         arrived = time.time()
         async with self._cpu:
@@ -276,6 +276,10 @@ class SensingRuntime:
                 transitions.append((batch.device_type, found, batch))
         for batch in report.accepted:
             self.lake.append(batch)
+        if report.accepted and (source != "mqtt" or self.platform.settings.mqtt_qos == 1):
+            # An HTTP 200 or a QoS 1 acknowledgement promises the readings are kept: make them durable
+            # before either goes out. At QoS 0 the periodic flush (lake_flush_s) is the promise.
+            self.lake.flush()
         events = self._store(report.dead, transitions)
         self.counts["messages"] += len(messages)
         self.counts["accepted"] += report.accepted_count
