@@ -144,3 +144,19 @@ def test_bad_requests_answer_problem_json(client: TestClient, method: str, path:
         assert response.headers["content-type"].startswith("application/problem+json")
         if field is not None:
             assert response.json()["errors"][0]["field"] == field
+
+
+def test_a_restarted_platform_knows_the_readings_it_stored(platform: Platform) -> None:
+    from citybrain.api.app import create_app
+
+    with TestClient(create_app(platform)) as client:
+        _register(client, platform)
+        now = time.time()
+        readings = [{"deviceId": f"AQ-{i}", "ts": now - 20 + 0.123456789, "seq": 7, "pm25": 30.0} for i in range(3)]
+        assert client.post("/api/v1/telemetry", json=readings).json()["accepted"] == 3
+    # A new process on the same store and lake: what a broker resends after a crash is not stored twice.
+    with TestClient(create_app(platform)) as client:
+        again = client.post("/api/v1/telemetry", json=readings).json()
+        assert again["accepted"] == 0 and again["duplicates"] == 3
+        newer = [{**r, "ts": now - 10, "seq": 8} for r in readings]
+        assert client.post("/api/v1/telemetry", json=newer).json()["accepted"] == 3

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,6 +43,7 @@ SENSING_CONTEXT = Context(id="00000000-0000-7000-8000-00000000a1e7", actor="syst
 AREA_KINDS = ("village", "town")
 LATENCY_SAMPLES = 100_000
 STAGE_SAMPLES = 10_000
+RESUME_WINDOW = timedelta(days=2)
 
 
 def device_types() -> dict[str, DeviceTypeSpec]:
@@ -137,6 +138,10 @@ class SensingRuntime:
         self.vital_signs = vitals.VitalSigns([*BUILTIN_INDICATORS, *scenario_indicators()], self.types,
                                              platform.org_tree, self.index.org_units)
         self.lake = open_lake(platform.settings.lake, home=platform.settings.home)
+        # Resume each device's clock from what the lake holds, so readings a broker resends after a crash
+        # (stored, but not acknowledged) are known duplicates, not new rows.
+        nums, newest = self.lake.newest(datetime.now(UTC) - RESUME_WINDOW)
+        self.pipeline.resume(nums, newest)
         log.info("sensing: %d devices of %d types indexed (%.1f MB)", len(self.index), len(self.types),
                  self.index.nbytes / 1e6)
 

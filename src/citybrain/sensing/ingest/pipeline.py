@@ -74,6 +74,15 @@ class IngestPipeline:
                 new[: old.size] = old
                 setattr(self, name, new)
 
+    def resume(self, nums: np.ndarray, newest_ts: np.ndarray) -> None:
+        """Start from stored state: a reading no newer than its device's newest stored one is a duplicate
+        (the stored sequence number is not known, so one at the same time counts as seen)."""
+        self.fit()
+        keep = (nums > 0) & (nums < self.last_ts.size)
+        nums, newest_ts = nums[keep], newest_ts[keep]
+        self.last_ts[nums] = np.maximum(self.last_ts[nums], newest_ts)
+        self.last_seq[nums] = np.iinfo(np.int64).max
+
     @property
     def nbytes(self) -> int:
         return self.last_ts.nbytes + self.last_seq.nbytes + self.last_seen.nbytes
@@ -161,8 +170,10 @@ class IngestPipeline:
         same_as_previous = np.zeros(nums.size, bool)
         same_as_previous[1:] = (nums[1:] == nums[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
         last_ts, last_seq = self.last_ts[nums], self.last_seq[nums]
-        duplicate = same_as_previous | ((ts == last_ts) & (seq <= last_seq))
-        older = ~duplicate & (ts < last_ts)
+        # The lake keeps microseconds: a time within one of the device's newest is the same time.
+        same_time = np.abs(ts - last_ts) <= 1e-6
+        duplicate = same_as_previous | (same_time & (seq <= last_seq))
+        older = ~duplicate & ~same_time & (ts < last_ts)
         report.duplicates += int(duplicate.sum())
         report.out_of_order += int(older.sum())
         fresh = ~duplicate

@@ -31,6 +31,7 @@ import logging
 import re
 import threading
 from abc import ABC, abstractmethod
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -207,6 +208,16 @@ class TelemetryLake(ABC):
     @abstractmethod
     def _query(self, query: TelemetryQuery) -> pa.Table:
         """The query's result with exactly `query.result_schema()`, ordered as `TelemetryQuery` says."""
+
+    def newest(self, since: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """Each device's newest stored timestamp since `since`: (device_num int64, epoch seconds float64).
+        What an ingest pipeline resumes from after a restart, so readings the broker resends are known."""
+        self._check_open()
+        return self._newest(since)
+
+    @abstractmethod
+    def _newest(self, since: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """See `newest`."""
 
     def export(self, query: TelemetryQuery, path: str | Path, *, format: ExportFormat | None = None) -> int:
         """Write a query's result to a Parquet or CSV file (format from `format` or the file's suffix);

@@ -224,6 +224,24 @@ class ParquetLake(TelemetryLake):
                 cursor.close()
         return result_from_columns(query, {name: found.column(name) for name in found.column_names})
 
+    def _newest(self, since: datetime) -> tuple[np.ndarray, np.ndarray]:
+        probe = TelemetryQuery(start=since, end=datetime.now(UTC) + timedelta(days=1), bucket_s=86_400)
+        with self._reading(probe.days()) as days:
+            files = self.files_for(probe, days=days)
+            if not files:
+                return np.empty(0, np.int64), np.empty(0, np.float64)
+            listing = ", ".join(_quote(str(f)) for f in files)
+            sql = (f"SELECT device_num, epoch_us(max(ts)) AS newest FROM read_parquet([{listing}]) "
+                   f"WHERE ts >= {_timestamp(since)} GROUP BY device_num")
+            with self._duck_lock:
+                cursor = self._duck.cursor()
+            try:
+                found = cursor.sql(sql).to_arrow_table()
+            finally:
+                cursor.close()
+        return (found.column("device_num").to_numpy().astype(np.int64),
+                found.column("newest").to_numpy().astype(np.float64) / 1e6)
+
     # ------------------------------------------------------------------ compaction
 
     def days(self) -> list[date]:

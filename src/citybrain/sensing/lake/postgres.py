@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -194,6 +194,19 @@ class PostgresLake(TelemetryLake):
             return query.empty_result()
         columns = dict(zip(names, zip(*rows, strict=True), strict=True))
         return result_from_columns(query, {name: list(values) for name, values in columns.items()})
+
+    def _newest(self, since: datetime) -> tuple[np.ndarray, np.ndarray]:
+        statement = sql.SQL("SELECT device_num, extract(epoch FROM max(ts))::float8 FROM {} "
+                            "WHERE ts >= %s GROUP BY device_num").format(self.table)
+        with self._reader_lock:
+            connection = self._reader_connection()
+            with connection.cursor() as cursor:
+                cursor.execute(statement, (since,))
+                rows = cursor.fetchall()
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        nums, newest = zip(*rows, strict=True)
+        return np.array(nums, np.int64), np.array(newest, np.float64)
 
     def _close(self) -> None:
         for connection in (self._writer, self._reader):
