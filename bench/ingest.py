@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -46,8 +45,14 @@ RESULTS = ROOT / "bench" / "results" / "ingest.json"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 CLI = str(Path(sys.executable).parent / "citybrain")
 console = Console()
-TARGETS = {"msgs_per_s": 100_000, "p99_ms": 50.0, "broker_share": 0.9, "mb_per_million_devices": 100.0,
-           "recall": 0.99, "precision": 0.99}
+TARGETS = {
+    "msgs_per_s": 100_000,
+    "p99_ms": 50.0,
+    "broker_share": 0.9,
+    "mb_per_million_devices": 100.0,
+    "recall": 0.99,
+    "precision": 0.99,
+}
 MATCH_TOLERANCE_S = 5.0  # an alert counts for an incident raised this close to its expected start
 
 
@@ -63,9 +68,11 @@ def broker(work: Path) -> Any:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     config = work / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                      "persistence false\nmax_queued_messages 1000000\nmax_inflight_messages 0\n"
-                      "max_keepalive 600\n")
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+        "persistence false\nmax_queued_messages 1000000\nmax_inflight_messages 0\n"
+        "max_keepalive 600\n"
+    )
     proc = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -84,7 +91,9 @@ def broker(work: Path) -> Any:
 
 def register(home: Path, fleet_csv: Path, count: int) -> float:
     """Register the fleet (registry rows and Device hub entities) and return devices/s."""
-    subprocess.run([CLI, "import", "divisions", "pudong", "--home", str(home)], check=True, capture_output=True)
+    subprocess.run(
+        [CLI, "import", "divisions", "pudong", "--home", str(home)], check=True, capture_output=True
+    )
     started = time.perf_counter()
     result = subprocess.run([CLI, "devices", "import", str(fleet_csv), "--home", str(home)], text=True)
     if result.returncode != 0:
@@ -98,7 +107,9 @@ class Server:
     port: int
 
     def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/sensing/status", timeout=30) as answer:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.port}/api/v1/sensing/status", timeout=30
+        ) as answer:
             return orjson.loads(answer.read())
 
     def get(self, path: str) -> Any:
@@ -115,13 +126,21 @@ class Server:
 @contextlib.contextmanager
 def server(home: Path, broker_url: str, qos: int, log: Path) -> Any:
     port = free_port()
-    environment = {**os.environ, "CITYBRAIN_MQTT": broker_url, "CITYBRAIN_MQTT_QOS": str(qos),
-                   "CITYBRAIN_MQTT_CLIENT_ID": f"bench-ingest-{os.getpid()}",
-                   # Vital signs every 10 s, so their cost is part of the load.
-                   "CITYBRAIN_VITALS_INTERVAL_S": "10"}
+    environment = {
+        **os.environ,
+        "CITYBRAIN_MQTT": broker_url,
+        "CITYBRAIN_MQTT_QOS": str(qos),
+        "CITYBRAIN_MQTT_CLIENT_ID": f"bench-ingest-{os.getpid()}",
+        # Vital signs every 10 s, so their cost is part of the load.
+        "CITYBRAIN_VITALS_INTERVAL_S": "10",
+    }
     with log.open("wb") as out:
-        proc = subprocess.Popen([CLI, "serve", "--home", str(home), "--port", str(port)], env=environment,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [CLI, "serve", "--home", str(home), "--port", str(port)],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     handle = Server(proc, port)
     deadline = time.time() + 600  # loading 3 M devices into the index takes a while
     while time.time() < deadline:
@@ -156,17 +175,45 @@ class Run:
     sim_report: str = ""
 
 
-def simulate(srv: Server, fleet_csv: Path, broker_url: str, args: argparse.Namespace, truth: Path, log: Path) -> Run:
+def simulate(
+    srv: Server, fleet_csv: Path, broker_url: str, args: argparse.Namespace, truth: Path, log: Path
+) -> Run:
     run = Run()
-    command = [CLI, "simulate", "devices", "--fleet", str(fleet_csv), "--interval", str(args.interval),
-               "--broker", broker_url, "--connections", str(args.connections), "--duration", str(args.duration),
-               "--incident-rate", str(args.incident_rate), "--truth", str(truth), "--qos", str(args.qos),
-               "--tick", str(args.tick), "--quiet"]
+    command = [
+        CLI,
+        "simulate",
+        "devices",
+        "--fleet",
+        str(fleet_csv),
+        "--interval",
+        str(args.interval),
+        "--broker",
+        broker_url,
+        "--connections",
+        str(args.connections),
+        "--duration",
+        str(args.duration),
+        "--incident-rate",
+        str(args.incident_rate),
+        "--truth",
+        str(truth),
+        "--qos",
+        str(args.qos),
+        "--tick",
+        str(args.tick),
+        "--quiet",
+    ]
     with log.open("wb") as out:
         run.sim_start = time.time()
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("s"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("s"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("run", total=int(args.duration))
         while proc.poll() is None:
             time.sleep(1)
@@ -228,41 +275,67 @@ def score(alerts: list[dict[str, Any]], truth_path: Path, sim_end: float) -> dic
     matched_alerts: set[tuple[tuple[str, str, str], float]] = set()
     found = 0
     for incident in truth:
-        key = (incident["device_type"], incident["rule_id"], incident.get("device_id") or incident.get("area"))
+        key = (
+            incident["device_type"],
+            incident["rule_id"],
+            incident.get("device_id") or incident.get("area"),
+        )
         hits = [m for m in raised.get(key, []) if abs(m - incident["start_ts"]) <= MATCH_TOLERANCE_S]
         if hits:
             found += 1
             matched_alerts.add((key, min(hits, key=lambda m: abs(m - incident["start_ts"]))))
     by_rule: dict[str, list[int]] = {}
     for incident in truth:
-        key = (incident["device_type"], incident["rule_id"], incident.get("device_id") or incident.get("area"))
+        key = (
+            incident["device_type"],
+            incident["rule_id"],
+            incident.get("device_id") or incident.get("area"),
+        )
         hit = any(abs(m - incident["start_ts"]) <= MATCH_TOLERANCE_S for m in raised.get(key, []))
         counts = by_rule.setdefault(f"{incident['device_type']}/{incident['rule_id']}", [0, 0])
         counts[0] += int(hit)
         counts[1] += 1
-    return {"incidents": len(truth), "detected": found, "alerts": considered, "true_alerts": len(matched_alerts),
-            "recall": found / len(truth) if truth else None,
-            "precision": len(matched_alerts) / considered if considered else None,
-            "by_rule": {rule: f"{hit}/{total}" for rule, (hit, total) in sorted(by_rule.items())}}
+    return {
+        "incidents": len(truth),
+        "detected": found,
+        "alerts": considered,
+        "true_alerts": len(matched_alerts),
+        "recall": found / len(truth) if truth else None,
+        "precision": len(matched_alerts) / considered if considered else None,
+        "by_rule": {rule: f"{hit}/{total}" for rule, (hit, total) in sorted(by_rule.items())},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", type=int, default=None, help="registered devices (default 3,000,000)")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between a device's readings")
     parser.add_argument("--duration", type=float, default=None, help="seconds of simulation (default 180)")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds left out of the rate (default 30)")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds left out of the rate (default 30)"
+    )
     parser.add_argument("--connections", type=int, default=1000, help="device MQTT connections")
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1))
-    parser.add_argument("--tick", type=float, default=0.02,
-                        help="simulator send slot (s): a reading waits up to this long for its slot, which the "
-                             "latency includes")
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=0.02,
+        help="simulator send slot (s): a reading waits up to this long for its slot, which the "
+        "latency includes",
+    )
     parser.add_argument("--incidents", type=int, default=300, help="incidents to inject over the run (about)")
     parser.add_argument("--broker-seconds", type=float, default=10.0, help="seconds of the bare broker run")
-    parser.add_argument("--quick", action="store_true", help="10,000 devices for 30 s; records nothing unless --record")
-    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
-                        help="append to BENCHMARKS.md and write bench/results/ingest.json (default: yes, no with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="10,000 devices for 30 s; records nothing unless --record"
+    )
+    parser.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append to BENCHMARKS.md and write bench/results/ingest.json (default: yes, no with --quick)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -279,15 +352,19 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="citybrain-ingest-"))
     home = work / "home"
-    console.rule(f"[bold]ingest bench[/bold]: {args.devices:,} devices every {args.interval:g} s "
-                 f"({offered:,.0f} msgs/s offered) for {args.duration:g} s")
+    console.rule(
+        f"[bold]ingest bench[/bold]: {args.devices:,} devices every {args.interval:g} s "
+        f"({offered:,.0f} msgs/s offered) for {args.duration:g} s"
+    )
     try:
         fleet = build_fleet(args.devices, district="pudong", seed=1)
         fleet_csv = write_fleet(fleet, work / "fleet.csv")
         registration = register(home, fleet_csv, args.devices)
         console.print(f"registered {args.devices:,} devices ({registration:,.0f}/s, with their hub entities)")
         with broker(work) as (broker_url, broker_pid):
-            bare = bare_broker_throughput(broker_url, seconds=args.broker_seconds, connections=args.connections)
+            bare = bare_broker_throughput(
+                broker_url, seconds=args.broker_seconds, connections=args.connections
+            )
             console.print(f"bare broker: {bare.get('received_per_s', 0):,.0f} msgs/s publish→subscribe")
             with server(home, broker_url, args.qos, work / "server.log") as srv:
                 state_before = srv.status()
@@ -300,23 +377,38 @@ def main(argv: list[str] | None = None) -> None:
         counts = run.status["counts"]
         devices_m = args.devices / 1e6
         out: dict[str, Any] = {
-            "devices": args.devices, "interval_s": args.interval, "duration_s": args.duration,
-            "connections": args.connections, "qos": args.qos, "offered_msgs_per_s": round(offered, 1),
-            "msgs_per_s": round(rate, 1), "bare_broker_msgs_per_s": round(float(bare.get("received_per_s", 0)), 1),
-            "broker_share_ratio": round(rate / bare["received_per_s"], 3) if bare.get("received_per_s") else None,
+            "devices": args.devices,
+            "interval_s": args.interval,
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "qos": args.qos,
+            "offered_msgs_per_s": round(offered, 1),
+            "msgs_per_s": round(rate, 1),
+            "bare_broker_msgs_per_s": round(float(bare.get("received_per_s", 0)), 1),
+            "broker_share_ratio": round(rate / bare["received_per_s"], 3)
+            if bare.get("received_per_s")
+            else None,
             "offered_share_ratio": round(rate / offered, 3),
-            "alert_latency_p50_ms": latency["p50"], "alert_latency_p99_ms": latency["p99"],
-            "alert_latency_max_ms": latency["max"], "alert_latency_samples": latency["count"],
+            "alert_latency_p50_ms": latency["p50"],
+            "alert_latency_p99_ms": latency["p99"],
+            "alert_latency_max_ms": latency["max"],
+            "alert_latency_samples": latency["count"],
             "state_mb_per_million_devices": round(run.status["state_bytes"] / 1e6 / devices_m, 1),
-            **{f"{stage}_p50_ms": run.status["ingest_stages_ms"][stage]["p50"]
-               for stage in ("transit", "queued", "processed")},
+            **{
+                f"{stage}_p50_ms": run.status["ingest_stages_ms"][stage]["p50"]
+                for stage in ("transit", "queued", "processed")
+            },
             "rss_mb": round(max(rss, run.rss_peak) / 1e6, 1),
             "recall": None if scored["recall"] is None else round(scored["recall"], 4),
             "precision": None if scored["precision"] is None else round(scored["precision"], 4),
-            "incidents": scored["incidents"], "alerts": scored["alerts"],
-            "accepted": counts.get("accepted", 0), "dead_letters": counts.get("dead_letters", 0),
-            "duplicates": counts.get("duplicates", 0), "registration_devices_per_s": round(registration, 1),
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu_count": os.cpu_count(),
+            "incidents": scored["incidents"],
+            "alerts": scored["alerts"],
+            "accepted": counts.get("accepted", 0),
+            "dead_letters": counts.get("dead_letters", 0),
+            "duplicates": counts.get("duplicates", 0),
+            "registration_devices_per_s": round(registration, 1),
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cpu_count": os.cpu_count(),
         }
         print_table(out, scored)
         if args.json_out is not None:
@@ -353,56 +445,92 @@ def rows(out: dict[str, Any]) -> list[tuple[str, str, str]]:
         return "–" if value is None else f"{value:,.{digits}f}"
 
     return [
-        ("msgs/s sustained through the pipeline (MQTT in → rules → alert → stored)", fmt(out["msgs_per_s"]),
-         "≥ 100,000"),
+        (
+            "msgs/s sustained through the pipeline (MQTT in → rules → alert → stored)",
+            fmt(out["msgs_per_s"]),
+            "≥ 100,000",
+        ),
         ("msgs/s offered by the simulator", fmt(out["offered_msgs_per_s"]), ""),
         ("bare broker publish→subscribe msgs/s (same run)", fmt(out["bare_broker_msgs_per_s"]), ""),
         ("pipeline / bare broker", fmt(out["broker_share_ratio"], 3), "≥ 0.9"),
-        ("device timestamp → alert on the bus p50 / p99 / max (ms)",
-         f"{fmt(out['alert_latency_p50_ms'], 1)} / {fmt(out['alert_latency_p99_ms'], 1)} / "
-         f"{fmt(out['alert_latency_max_ms'], 1)}", "p99 ≤ 50"),
+        (
+            "device timestamp → alert on the bus p50 / p99 / max (ms)",
+            f"{fmt(out['alert_latency_p50_ms'], 1)} / {fmt(out['alert_latency_p99_ms'], 1)} / "
+            f"{fmt(out['alert_latency_max_ms'], 1)}",
+            "p99 ≤ 50",
+        ),
         ("sensing state MB per million devices", fmt(out["state_mb_per_million_devices"], 1), "≤ 100"),
         ("server RSS MB (whole process, peak)", fmt(out["rss_mb"], 0), ""),
-        ("per ingest batch p50: transit / queued / processed (ms)",
-         " / ".join(fmt(out[f"{stage}_p50_ms"], 1) for stage in ("transit", "queued", "processed")), ""),
-        ("recall / precision on injected incidents", f"{fmt(out['recall'], 4)} / {fmt(out['precision'], 4)}",
-         "≥ 0.99 / ≥ 0.99"),
+        (
+            "per ingest batch p50: transit / queued / processed (ms)",
+            " / ".join(fmt(out[f"{stage}_p50_ms"], 1) for stage in ("transit", "queued", "processed")),
+            "",
+        ),
+        (
+            "recall / precision on injected incidents",
+            f"{fmt(out['recall'], 4)} / {fmt(out['precision'], 4)}",
+            "≥ 0.99 / ≥ 0.99",
+        ),
         ("incidents / alerts scored", f"{out['incidents']:,} / {out['alerts']:,}", ""),
-        ("accepted / dead letters / duplicates", f"{out['accepted']:,} / {out['dead_letters']:,} / "
-                                                 f"{out['duplicates']:,}", ""),
+        (
+            "accepted / dead letters / duplicates",
+            f"{out['accepted']:,} / {out['dead_letters']:,} / {out['duplicates']:,}",
+            "",
+        ),
         ("device registration /s (with hub entities)", fmt(out["registration_devices_per_s"]), ""),
     ]
 
 
 def print_table(out: dict[str, Any], scored: dict[str, Any]) -> None:
-    table = Table("metric", "value", "target", title=f"ingest: {out['devices']:,} devices, {out['connections']:,} "
-                                                      f"connections, QoS {out['qos']}")
+    table = Table(
+        "metric",
+        "value",
+        "target",
+        title=f"ingest: {out['devices']:,} devices, {out['connections']:,} connections, QoS {out['qos']}",
+    )
     for metric, value, target in rows(out):
         table.add_row(metric, value, target)
     console.print(table)
     console.print("detected per rule: " + ", ".join(f"{k} {v}" for k, v in scored["by_rule"].items()))
     missed = _verdict(out)
-    console.print("[green]all targets met[/green]" if not missed else f"[yellow]missed:[/yellow] {', '.join(missed)}")
+    console.print(
+        "[green]all targets met[/green]" if not missed else f"[yellow]missed:[/yellow] {', '.join(missed)}"
+    )
 
 
 def write_results(out: dict[str, Any], scored: dict[str, Any], args: argparse.Namespace) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), host.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        host.processor(),
+    )
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
-    lines = [f"\n## ingest — {out['date']}\n",
-             f"- command: `{command.strip()}`",
-             f"- machine: {os.cpu_count()} × {cpu}, Linux {host.release()}, Python {host.python_version()}; "
-             "broker, simulator and City Brain on the same cores",
-             f"- load: {out['devices']:,} registered devices of 7 types in Pudong's villages, each reporting every "
-             f"{out['interval_s']:g} s over {out['connections']:,} MQTT connections (QoS {out['qos']}) for "
-             f"{out['duration_s']:g} s; ~{args.incidents} injected incidents with ground truth",
-             "", "| metric | value | target |", "|---|---:|---:|"]
+    lines = [
+        f"\n## ingest — {out['date']}\n",
+        f"- command: `{command.strip()}`",
+        f"- machine: {os.cpu_count()} × {cpu}, Linux {host.release()}, Python {host.python_version()}; "
+        "broker, simulator and City Brain on the same cores",
+        f"- load: {out['devices']:,} registered devices of 7 types in Pudong's villages, each reporting "
+        "every "
+        f"{out['interval_s']:g} s over {out['connections']:,} MQTT connections (QoS {out['qos']}) for "
+        f"{out['duration_s']:g} s; ~{args.incidents} injected incidents with ground truth",
+        "",
+        "| metric | value | target |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {m} | {v} | {t} |" for m, v, t in rows(out)]
     missed = _verdict(out)
-    lines += ["", f"Detected per rule: {', '.join(f'{k} {v}' for k, v in scored['by_rule'].items())}.", "",
-              "Verdict: " + ("all targets met." if not missed else f"missed {', '.join(missed)}.")]
+    lines += [
+        "",
+        f"Detected per rule: {', '.join(f'{k} {v}' for k, v in scored['by_rule'].items())}.",
+        "",
+        "Verdict: " + ("all targets met." if not missed else f"missed {', '.join(missed)}."),
+    ]
     with BENCHMARKS.open("a") as handle:
         handle.write("\n".join(lines) + "\n")
     console.print(f"recorded in {BENCHMARKS.name} and {RESULTS.relative_to(ROOT)}")

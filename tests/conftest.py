@@ -24,7 +24,8 @@ TEST_DISTRICT = "xihu"  # 1 district, 12 streets, 222 communities: small enough 
 
 
 def _pg_database_name() -> str:
-    return f"citybrain_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    # The pid too: two test runs on one machine (a developer's and a CI clone) must not drop each other's.
+    return f"citybrain_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,21 @@ def test_quick_ingest_bench_detects_the_injected_incidents(tmp_path: Path) -> No
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.fail("the mosquitto binary is needed (Debian: apt-get install mosquitto)")
     out = tmp_path / "ingest.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "ingest.py"), "--quick", "--no-record",
-                             "--broker-seconds", "2", "--json-out", str(out)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "ingest.py"),
+            "--quick",
+            "--no-record",
+            "--broker-seconds",
+            "2",
+            "--json-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["incidents"] >= 20, figures  # enough incidents to mean something

@@ -15,8 +15,15 @@ T0 = datetime(2026, 11, 30, 23, 59, 0, tzinfo=UTC).timestamp()
 
 def _batch(nums: list[int], ts: list[float]) -> ReadingBatch:
     n = len(nums)
-    return ReadingBatch("air_quality", np.array(nums), np.array(nums) - 1, np.array(ts), np.array(ts), np.full(n, -1),
-                        {"pm25": np.full(n, 10.0), "pm10": np.full(n, np.nan)})
+    return ReadingBatch(
+        "air_quality",
+        np.array(nums),
+        np.array(nums) - 1,
+        np.array(ts),
+        np.array(ts),
+        np.full(n, -1),
+        {"pm25": np.full(n, 10.0), "pm10": np.full(n, np.nan)},
+    )
 
 
 @pytest.mark.parametrize("backend", ["parquet", pytest.param("postgresql", marks=pytest.mark.integration)])

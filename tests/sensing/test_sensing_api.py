@@ -24,8 +24,16 @@ def _village(platform: Platform) -> str:
 
 def _register(client: TestClient, platform: Platform) -> str:
     village = _village(platform)
-    devices = [{"deviceId": f"AQ-{i}", "deviceType": "air_quality", "orgUnit": village, "lon": 121.5 + i / 100,
-                "lat": 31.2} for i in range(3)]
+    devices = [
+        {
+            "deviceId": f"AQ-{i}",
+            "deviceType": "air_quality",
+            "orgUnit": village,
+            "lon": 121.5 + i / 100,
+            "lat": 31.2,
+        }
+        for i in range(3)
+    ]
     devices.append({"deviceId": "WL-1", "deviceType": "water_level", "orgUnit": village})
     response = client.post("/api/v1/devices", json=devices)
     assert response.status_code == 201, response.text
@@ -50,11 +58,17 @@ def test_telemetry_raises_and_clears_alerts_end_to_end(client: TestClient, platf
     assert response.status_code == 207
     body = response.json()
     assert body["accepted"] == 3
-    assert [(e["index"], e["reason"]) for e in body["errors"]] == [(3, "pm25: -3 is below the minimum 0"),
-                                                                   (4, "unknown device")]
+    assert [(e["index"], e["reason"]) for e in body["errors"]] == [
+        (3, "pm25: -3 is below the minimum 0"),
+        (4, "unknown device"),
+    ]
     active = client.get("/api/v1/alerts", params={"status": "active"}).json()["items"]
     assert sorted((a["ruleId"], a["subject"]) for a in active) == [
-        ("pm25-area", village), ("pm25-heavy", "AQ-0"), ("pm25-heavy", "AQ-1"), ("pm25-heavy", "AQ-2")]
+        ("pm25-area", village),
+        ("pm25-heavy", "AQ-0"),
+        ("pm25-heavy", "AQ-1"),
+        ("pm25-heavy", "AQ-2"),
+    ]
     heavy = next(a for a in active if a["subject"] == "AQ-1")
     assert heavy["severity"] == "major" and heavy["value"] == 180.0 and heavy["orgUnit"] == village
     assert heavy["reading"]["deviceId"] == "AQ-1" and heavy["reading"]["measurement"] == "pm25"
@@ -62,11 +76,16 @@ def test_telemetry_raises_and_clears_alerts_end_to_end(client: TestClient, platf
     entities = client.get("/api/v1/entities", params={"type": "Alert"}).json()["items"]
     assert len(entities) == 4 and {e["status"]["value"] for e in entities} == {"active"}
     device = client.get("/api/v1/entities/urn:ngsi-ld:Device:AQ-1").json()
-    assert device["deviceType"]["value"] == "air_quality" and device["location"]["value"]["coordinates"] == [121.51, 31.2]
+    assert device["deviceType"]["value"] == "air_quality" and device["location"]["value"]["coordinates"] == [
+        121.51,
+        31.2,
+    ]
 
     acknowledged = client.post(f"/api/v1/alerts/{heavy['id']}/acknowledge").json()
     assert acknowledged["status"] == "acknowledged"
-    assigned = client.post(f"/api/v1/alerts/{heavy['id']}/assign", json={"assignee": "生态环境 duty officer"}).json()
+    assigned = client.post(
+        f"/api/v1/alerts/{heavy['id']}/assign", json={"assignee": "生态环境 duty officer"}
+    ).json()
     assert assigned["assignee"] == "生态环境 duty officer"
 
     clean = [{"deviceId": f"AQ-{i}", "ts": now - 10, "seq": 3, "pm25": 50.0} for i in range(3)]
@@ -91,19 +110,35 @@ def test_telemetry_raises_and_clears_alerts_end_to_end(client: TestClient, platf
     assert runtime is not None
     window = {"start": _iso(now - 3600), "end": _iso(now + 60)}
     raw = client.get("/api/v1/telemetry", params={**window, "deviceId": "AQ-1", "measurement": "pm25"}).json()
-    assert [(r["device_id"], r["value"]) for r in raw["items"]] == [("AQ-1", 40.0), ("AQ-1", 180.0), ("AQ-1", 50.0)]
-    buckets = client.get("/api/v1/telemetry", params={**window, "deviceType": "air_quality", "measurement": "pm25",
-                                                      "bucket": 3600, "agg": "max,count"}).json()["items"]
+    assert [(r["device_id"], r["value"]) for r in raw["items"]] == [
+        ("AQ-1", 40.0),
+        ("AQ-1", 180.0),
+        ("AQ-1", 50.0),
+    ]
+    buckets = client.get(
+        "/api/v1/telemetry",
+        params={
+            **window,
+            "deviceType": "air_quality",
+            "measurement": "pm25",
+            "bucket": 3600,
+            "agg": "max,count",
+        },
+    ).json()["items"]
     assert {(r["device_id"], r["max"]) for r in buckets} >= {("AQ-0", 180.0), ("AQ-2", 180.0)}
     assert sum(r["count"] for r in buckets) == 9
     bad = client.get("/api/v1/telemetry", params={**window, "bucket": 0})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "bucket"
-    assert client.get("/api/v1/telemetry", params={**window, "deviceId": "NOPE"}).json()["errors"][0]["field"] == \
-        "deviceId"
+    assert (
+        client.get("/api/v1/telemetry", params={**window, "deviceId": "NOPE"}).json()["errors"][0]["field"]
+        == "deviceId"
+    )
 
     assert client.portal.call(runtime.record_vitals) > 0
-    vitals = {v["indicator"]: v["value"] for v in client.get("/api/v1/vitals", params={"orgUnit": village}).json()[
-        "indicators"]}
+    vitals = {
+        v["indicator"]: v["value"]
+        for v in client.get("/api/v1/vitals", params={"orgUnit": village}).json()["indicators"]
+    }
     assert vitals["device_online_rate"] == 0.75 and vitals["pm25_mean"] == 50.0
     assert vitals["alerts_open_major"] == 0
 
@@ -112,32 +147,46 @@ def test_devices_are_listed_and_found(client: TestClient, platform: Platform) ->
     _register(client, platform)
     page = client.get("/api/v1/devices", params={"deviceType": "air_quality", "limit": 2}).json()
     assert [d["deviceId"] for d in page["items"]] == ["AQ-0", "AQ-1"] and page["next_cursor"]
-    rest = client.get("/api/v1/devices", params={"deviceType": "air_quality", "cursor": page["next_cursor"]}).json()
+    rest = client.get(
+        "/api/v1/devices", params={"deviceType": "air_quality", "cursor": page["next_cursor"]}
+    ).json()
     assert [d["deviceId"] for d in rest["items"]] == ["AQ-2"] and rest["next_cursor"] is None
     one = client.get("/api/v1/devices/WL-1").json()
     assert one["deviceType"] == "water_level" and one["online"] is False
     assert client.get("/api/v1/devices/NOPE").status_code == 404
-    again = client.post("/api/v1/devices", json=[{"deviceId": "AQ-0", "deviceType": "air_quality"},
-                                                 {"deviceId": "AQ-9", "deviceType": "nope"}])
+    again = client.post(
+        "/api/v1/devices",
+        json=[{"deviceId": "AQ-0", "deviceType": "air_quality"}, {"deviceId": "AQ-9", "deviceType": "nope"}],
+    )
     assert again.status_code == 207
     assert again.json()["existing"] == ["AQ-0"] and again.json()["errors"][0]["field"] == "[1].device_type"
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "field"), [
-    ("post", "/api/v1/telemetry", {"deviceId": "x"}, 422, "body"),
-    ("post", "/api/v1/telemetry", [{}] * 10_001, 413, None),
-    ("get", "/api/v1/devices?deviceType=nope", None, 422, "deviceType"),
-    ("get", "/api/v1/devices?cursor=abc", None, 422, "cursor"),
-    ("get", "/api/v1/alerts?status=open", None, 422, "status"),
-    ("get", "/api/v1/alerts?orgUnit=000", None, 422, "orgUnit"),
-    ("post", "/api/v1/alerts/nope/acknowledge", None, 404, None),
-    ("post", "/api/v1/alerts/nope/assign", {"assignee": 3}, 422, "assignee"),
-    ("get", "/api/v1/vitals?orgUnit=000", None, 422, "orgUnit"),
-    ("get", "/api/v1/vitals/history?orgUnit=000&indicator=x", None, 422, "orgUnit"),
-    ("post", "/api/v1/devices", [{"deviceId": "A", "deviceType": "air_quality", "lon": "east", "lat": 1}], 422, None),
-])
-def test_bad_requests_answer_problem_json(client: TestClient, method: str, path: str, body: object, status: int,
-                                          field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("post", "/api/v1/telemetry", {"deviceId": "x"}, 422, "body"),
+        ("post", "/api/v1/telemetry", [{}] * 10_001, 413, None),
+        ("get", "/api/v1/devices?deviceType=nope", None, 422, "deviceType"),
+        ("get", "/api/v1/devices?cursor=abc", None, 422, "cursor"),
+        ("get", "/api/v1/alerts?status=open", None, 422, "status"),
+        ("get", "/api/v1/alerts?orgUnit=000", None, 422, "orgUnit"),
+        ("post", "/api/v1/alerts/nope/acknowledge", None, 404, None),
+        ("post", "/api/v1/alerts/nope/assign", {"assignee": 3}, 422, "assignee"),
+        ("get", "/api/v1/vitals?orgUnit=000", None, 422, "orgUnit"),
+        ("get", "/api/v1/vitals/history?orgUnit=000&indicator=x", None, 422, "orgUnit"),
+        (
+            "post",
+            "/api/v1/devices",
+            [{"deviceId": "A", "deviceType": "air_quality", "lon": "east", "lat": 1}],
+            422,
+            None,
+        ),
+    ],
+)
+def test_bad_requests_answer_problem_json(
+    client: TestClient, method: str, path: str, body: object, status: int, field: str | None
+) -> None:
     response = client.request(method.upper(), path, json=body)
     assert response.status_code == status, response.text
     if status != 422 or field is not None:
@@ -152,7 +201,9 @@ def test_a_restarted_platform_knows_the_readings_it_stored(platform: Platform) -
     with TestClient(create_app(platform)) as client:
         _register(client, platform)
         now = time.time()
-        readings = [{"deviceId": f"AQ-{i}", "ts": now - 20 + 0.123456789, "seq": 7, "pm25": 30.0} for i in range(3)]
+        readings = [
+            {"deviceId": f"AQ-{i}", "ts": now - 20 + 0.123456789, "seq": 7, "pm25": 30.0} for i in range(3)
+        ]
         assert client.post("/api/v1/telemetry", json=readings).json()["accepted"] == 3
     # A new process on the same store and lake: what a broker resends after a crash is not stored twice.
     with TestClient(create_app(platform)) as client:

@@ -12,8 +12,19 @@ from citybrain.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [["devices"], ["devices", "import"], ["devices", "list"], ["devices", "types"],
-                                     ["alerts"], ["alerts", "list"], ["telemetry"], ["telemetry", "query"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["devices"],
+        ["devices", "import"],
+        ["devices", "list"],
+        ["devices", "types"],
+        ["alerts"],
+        ["alerts", "list"],
+        ["telemetry"],
+        ["telemetry", "query"],
+    ],
+)
 def test_every_sensing_command_explains_itself(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -39,25 +50,63 @@ def test_devices_import_registers_good_rows_reports_bad_ones_and_is_idempotent(t
     assert len(secrets.read_text().splitlines()) == 26  # header + one secret per new device
     again = runner.invoke(app, ["devices", "import", str(fleet), *home])
     assert "0 devices registered, 25 already registered, 2 refused" in again.output
-    listed = runner.invoke(app, ["devices", "list", "--type", "waste_bin", "--org-unit", "330106", "--limit", "3", *home])
+    listed = runner.invoke(
+        app, ["devices", "list", "--type", "waste_bin", "--org-unit", "330106", "--limit", "3", *home]
+    )
     assert listed.exit_code == 0 and "WB-0002" in listed.output and "WB-0003" not in listed.output
     assert "overflow" in runner.invoke(app, ["devices", "types"]).output
     assert runner.invoke(app, ["alerts", "list", *home]).exit_code == 0
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["devices", "import", "missing.csv"], "file not found"),
-    (["devices", "list", "--org-unit", "000"], "unknown org unit"),
-    (["alerts", "list", "--status", "open"], "status"),
-    (["telemetry", "query", "--end", "2026-12-02T00:00:00Z"], "--start is required"),
-    (["telemetry", "query", "--start", "2026-12-01T00:00:00", "--end", "2026-12-02T00:00:00Z"], "zone"),
-    (["telemetry", "query", "--start", "2026-12-01T00:00:00Z", "--end", "2026-12-02T00:00:00Z", "--bucket", "0"],
-     "bucket"),
-    (["telemetry", "query", "--start", "2026-12-01T00:00:00Z", "--end", "2026-12-02T00:00:00Z", "--device", "NOPE"],
-     "unknown device"),
-    (["telemetry", "query", "--start", "2026-12-01T00:00:00Z", "--end", "2026-12-02T00:00:00Z", "-o", "x.txt"],
-     ".parquet or .csv"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["devices", "import", "missing.csv"], "file not found"),
+        (["devices", "list", "--org-unit", "000"], "unknown org unit"),
+        (["alerts", "list", "--status", "open"], "status"),
+        (["telemetry", "query", "--end", "2026-12-02T00:00:00Z"], "--start is required"),
+        (["telemetry", "query", "--start", "2026-12-01T00:00:00", "--end", "2026-12-02T00:00:00Z"], "zone"),
+        (
+            [
+                "telemetry",
+                "query",
+                "--start",
+                "2026-12-01T00:00:00Z",
+                "--end",
+                "2026-12-02T00:00:00Z",
+                "--bucket",
+                "0",
+            ],
+            "bucket",
+        ),
+        (
+            [
+                "telemetry",
+                "query",
+                "--start",
+                "2026-12-01T00:00:00Z",
+                "--end",
+                "2026-12-02T00:00:00Z",
+                "--device",
+                "NOPE",
+            ],
+            "unknown device",
+        ),
+        (
+            [
+                "telemetry",
+                "query",
+                "--start",
+                "2026-12-01T00:00:00Z",
+                "--end",
+                "2026-12-02T00:00:00Z",
+                "-o",
+                "x.txt",
+            ],
+            ".parquet or .csv",
+        ),
+    ],
+)
 def test_bad_sensing_commands_fail_in_one_line(tmp_path, args: list[str], message: str) -> None:
     result = runner.invoke(app, [*args, "--home", str(tmp_path)])
     assert result.exit_code == 2, result.output

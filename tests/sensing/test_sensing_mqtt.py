@@ -60,8 +60,14 @@ def test_mqtt_telemetry_raises_an_alert_published_back_on_mqtt(tmp_path: Path) -
     from tests.conftest import TEST_DISTRICT
     from citybrain.hub.org.flows import import_district
 
-    settings = Settings(home=tmp_path, bus="memory", mqtt=f"mqtt://{MQTT_HOST}:{MQTT_PORT}", mqtt_qos=1,
-                        mqtt_share_group=f"t{uuid.uuid4().hex[:8]}", mqtt_client_id=f"test-ingest-{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        home=tmp_path,
+        bus="memory",
+        mqtt=f"mqtt://{MQTT_HOST}:{MQTT_PORT}",
+        mqtt_qos=1,
+        mqtt_share_group=f"t{uuid.uuid4().hex[:8]}",
+        mqtt_client_id=f"test-ingest-{uuid.uuid4().hex[:8]}",
+    )
     platform = Platform(settings, clock=FrozenClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC)))
     platform.migrate()
     platform.load_state()
@@ -69,14 +75,20 @@ def test_mqtt_telemetry_raises_an_alert_published_back_on_mqtt(tmp_path: Path) -
     district = next(code for code, unit in platform.org_tree.units.items() if unit.kind == "district")
     village = next(code for code, unit in platform.org_tree.units.items() if unit.kind == "village")
     with TestClient(create_app(platform)) as client:
-        created = client.post("/api/v1/devices", json=[
-            {"deviceId": f"SM-{i}", "deviceType": "smoke_detector", "orgUnit": village} for i in range(2)])
+        created = client.post(
+            "/api/v1/devices",
+            json=[
+                {"deviceId": f"SM-{i}", "deviceType": "smoke_detector", "orgUnit": village} for i in range(2)
+            ],
+        )
         assert created.status_code == 201, created.text
         now = time.time()
-        readings = [("SM-0", {"ts": now - 2, "seq": 1, "smokeDensity": 0.5, "temperature": 22.0}),
-                    ("SM-1", {"ts": now - 2, "seq": 1, "smokeDensity": 0.4}),
-                    ("SM-0", {"ts": now - 1, "seq": 2, "smokeDensity": 35.0, "temperature": 30.0}),
-                    ("SM-1", {"ts": now - 1, "seq": 2, "smokeDensity": "dense"})]  # a dead letter
+        readings = [
+            ("SM-0", {"ts": now - 2, "seq": 1, "smokeDensity": 0.5, "temperature": 22.0}),
+            ("SM-1", {"ts": now - 2, "seq": 1, "smokeDensity": 0.4}),
+            ("SM-0", {"ts": now - 1, "seq": 2, "smokeDensity": 35.0, "temperature": 30.0}),
+            ("SM-1", {"ts": now - 1, "seq": 2, "smokeDensity": "dense"}),
+        ]  # a dead letter
         alerts = client.portal.call(_publish_and_listen, district, readings, 1)
         assert [(a["event"], a["ruleId"], a["subject"]) for a in alerts] == [("raised", "smoke", "SM-0")]
         assert alerts[0]["topic"] == f"city/{district}/alerts/critical/smoke_detector/smoke"
@@ -88,8 +100,12 @@ def test_mqtt_telemetry_raises_an_alert_published_back_on_mqtt(tmp_path: Path) -
         assert status["mqtt"]["connected"] is True
         dead = client.get("/api/v1/telemetry/dead-letters", params={"deviceId": "SM-1"}).json()["items"]
         assert len(dead) == 1 and "smokeDensity" in dead[0]["reason"]
-        table = runtime.lake.query(TelemetryQuery(start=datetime.fromtimestamp(now - 60, UTC),
-                                                  end=datetime.fromtimestamp(now + 60, UTC),
-                                                  measurements=["smokeDensity"]))
+        table = runtime.lake.query(
+            TelemetryQuery(
+                start=datetime.fromtimestamp(now - 60, UTC),
+                end=datetime.fromtimestamp(now + 60, UTC),
+                measurements=["smokeDensity"],
+            )
+        )
         assert sorted(table.column("value").to_pylist()) == [0.4, 0.5, 35.0]
     platform.dispose()

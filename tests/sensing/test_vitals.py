@@ -18,24 +18,45 @@ from citybrain.sensing.vitals import service as vitals
 from citybrain.sensing.vitals.spec import BUILTIN_INDICATORS, IndicatorSpec
 
 TYPES = device_types()
-TREE = OrgTree.build([Unit("D", "district", "district", 1, None), Unit("T1", "town 1", "town", 2, "D"),
-                      Unit("T2", "town 2", "town", 2, "D"), Unit("V1", "village 1", "village", 3, "T1"),
-                      Unit("V2", "village 2", "village", 3, "T1"), Unit("V3", "village 3", "village", 3, "T2")])
+TREE = OrgTree.build(
+    [
+        Unit("D", "district", "district", 1, None),
+        Unit("T1", "town 1", "town", 2, "D"),
+        Unit("T2", "town 2", "town", 2, "D"),
+        Unit("V1", "village 1", "village", 3, "T1"),
+        Unit("V2", "village 2", "village", 3, "T1"),
+        Unit("V3", "village 3", "village", 3, "T2"),
+    ]
+)
 NOW = 1_764_590_400.0
 
 
 def _state(open_alerts: list[tuple[str, str, str | None, str]] = ()) -> vitals.SensingState:
     index = DeviceIndex(list(TYPES), list(TREE.units))
     # Four air stations (V1, V1, V2, V3) and two water gauges (V1, V3).
-    index.add(np.arange(1, 5), [f"AQ-{i}" for i in range(4)], ["air_quality"] * 4, np.arange(4), ["V1", "V1", "V2", "V3"])
+    index.add(
+        np.arange(1, 5),
+        [f"AQ-{i}" for i in range(4)],
+        ["air_quality"] * 4,
+        np.arange(4),
+        ["V1", "V1", "V2", "V3"],
+    )
     index.add(np.array([5, 6]), ["WL-0", "WL-1"], ["water_level"] * 2, np.arange(2), ["V1", "V3"])
     last_seen = np.full(index.type_code.size, np.nan)
     last_seen[[1, 2, 3, 5]] = NOW - 10  # heard lately; AQ-3 (num 4) and WL-1 (num 6) silent
     last_seen[4] = NOW - 3600
     latest = vitals.LatestReadings(TYPES)
-    latest.update(ReadingBatch("air_quality", np.array([1, 2, 3]), np.array([0, 1, 2]), np.full(3, NOW), np.full(3, NOW),
-                               np.full(3, -1), {"pm25": np.array([40.0, 80.0, 200.0]),
-                                                "pm10": np.array([np.nan, 1, 2])}))
+    latest.update(
+        ReadingBatch(
+            "air_quality",
+            np.array([1, 2, 3]),
+            np.array([0, 1, 2]),
+            np.full(3, NOW),
+            np.full(3, NOW),
+            np.full(3, -1),
+            {"pm25": np.array([40.0, 80.0, 200.0]), "pm10": np.array([np.nan, 1, 2])},
+        )
+    )
     return vitals.SensingState(index, TYPES, last_seen, latest, list(open_alerts), NOW)
 
 
@@ -45,9 +66,15 @@ def _engine() -> vitals.VitalSigns:
 
 def test_indicators_per_village_roll_up_to_towns_and_the_district() -> None:
     engine = _engine()
-    values = engine.compute(_state([("water_level", "level-warning", "V1", "major"),
-                                    ("air_quality", "pm25-heavy", "V2", "major"),
-                                    ("air_quality", "offline", "V3", "minor")]))
+    values = engine.compute(
+        _state(
+            [
+                ("water_level", "level-warning", "V1", "major"),
+                ("air_quality", "pm25-heavy", "V2", "major"),
+                ("air_quality", "offline", "V3", "minor"),
+            ]
+        )
+    )
     at = {code: i for i, code in enumerate(TREE.units)}
     online = values["device_online_rate"]
     assert online[at["V1"]] == 1.0 and online[at["V3"]] == 0.0
@@ -67,23 +94,47 @@ def test_indicators_per_village_roll_up_to_towns_and_the_district() -> None:
 
 def test_latest_readings_keep_the_newest_value_and_ignore_absent_ones() -> None:
     latest = vitals.LatestReadings(TYPES)
-    latest.update(ReadingBatch("air_quality", np.array([1, 1, 2]), np.array([0, 0, 5]), np.array([1.0, 2.0, 1.0]),
-                               np.zeros(3), np.full(3, -1), {"pm25": np.array([1.0, 2.0, 3.0]),
-                                                            "pm10": np.array([7.0, np.nan, np.nan])}))
+    latest.update(
+        ReadingBatch(
+            "air_quality",
+            np.array([1, 1, 2]),
+            np.array([0, 0, 5]),
+            np.array([1.0, 2.0, 1.0]),
+            np.zeros(3),
+            np.full(3, -1),
+            {"pm25": np.array([1.0, 2.0, 3.0]), "pm10": np.array([7.0, np.nan, np.nan])},
+        )
+    )
     column = latest.columns["air_quality"]
     assert column["pm25"][0] == 2.0 and column["pm25"][5] == 3.0 and column["pm10"][0] == 7.0
     assert np.isnan(column["pm25"][1:5]).all()
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    (IndicatorSpec(slug="x1", title="x", title_zh="x", kind="mean_latest"), "indicators.x1.device_type"),
-    (IndicatorSpec(slug="x2", title="x", title_zh="x", kind="mean_latest", device_type="air_quality",
-                   measurement="smell"), "indicators.x2.measurement"),
-    (IndicatorSpec(slug="x3", title="x", title_zh="x", kind="online_rate", device_type="nope"),
-     "indicators.x3.device_type"),
-    (IndicatorSpec(slug="x4", title="x", title_zh="x", kind="online_rate", transform="log"),
-     "indicators.x4.transform"),
-])
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (IndicatorSpec(slug="x1", title="x", title_zh="x", kind="mean_latest"), "indicators.x1.device_type"),
+        (
+            IndicatorSpec(
+                slug="x2",
+                title="x",
+                title_zh="x",
+                kind="mean_latest",
+                device_type="air_quality",
+                measurement="smell",
+            ),
+            "indicators.x2.measurement",
+        ),
+        (
+            IndicatorSpec(slug="x3", title="x", title_zh="x", kind="online_rate", device_type="nope"),
+            "indicators.x3.device_type",
+        ),
+        (
+            IndicatorSpec(slug="x4", title="x", title_zh="x", kind="online_rate", transform="log"),
+            "indicators.x4.transform",
+        ),
+    ],
+)
 def test_bad_indicators_are_refused_with_the_field(spec: IndicatorSpec, field: str) -> None:
     with pytest.raises(InvalidInput) as error:
         vitals.check_indicators([spec], TYPES)
@@ -96,12 +147,17 @@ def test_vital_signs_are_stored_as_time_series(platform: Platform) -> None:
     t0 = platform.clock.now()
     with platform.transaction() as session:
         first = vitals.store(session, values=engine.compute(_state()), org_units=units, at=t0)
-        vitals.store(session, values=engine.compute(_state([("water_level", "level-warning", "V1", "major")])),
-                     org_units=units, at=t0 + timedelta(minutes=1))
+        vitals.store(
+            session,
+            values=engine.compute(_state([("water_level", "level-warning", "V1", "major")])),
+            org_units=units,
+            at=t0 + timedelta(minutes=1),
+        )
     assert first > 0
     with platform.session() as session:
         newest = {row.indicator: row.value for row in vitals.latest(session, org_unit="V1")}
-        series = vitals.history(session, org_unit="V1", indicator="water_level_warning_rate", since=t0, until=None,
-                                limit=10)
+        series = vitals.history(
+            session, org_unit="V1", indicator="water_level_warning_rate", since=t0, until=None, limit=10
+        )
     assert newest["water_level_warning_rate"] == 1.0 and newest["device_online_rate"] == 1.0
     assert [row.value for row in series] == [1.0, 0.0]  # newest first

@@ -38,12 +38,26 @@ class ReadingBatch:
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         return ReadingBatch(
-            self.device_type, self.device_num[rows], self.local[rows], self.ts[rows], self.received[rows],
-            self.seq[rows], {name: column[rows] for name, column in self.values.items()},
-            {name: [column[i] for i in rows.tolist()] for name, column in self.texts.items()})
+            self.device_type,
+            self.device_num[rows],
+            self.local[rows],
+            self.ts[rows],
+            self.received[rows],
+            self.seq[rows],
+            {name: column[rows] for name, column in self.values.items()},
+            {name: [column[i] for i in rows.tolist()] for name, column in self.texts.items()},
+        )
 
     @classmethod
-    def empty(cls, device_type: str, numeric: list[str], textual: list[str] = ()) -> ReadingBatch:  # type: ignore[assignment]
+    def empty(cls, device_type: str, numeric: list[str], textual: tuple[str, ...] = ()) -> ReadingBatch:
         ints, floats = np.empty(0, np.int64), np.empty(0, np.float64)
-        return cls(device_type, ints, ints.copy(), floats, floats.copy(), ints.copy(),
-                   {name: floats.copy() for name in numeric}, {name: [] for name in textual})
+        return cls(
+            device_type,
+            ints,
+            ints.copy(),
+            floats,
+            floats.copy(),
+            ints.copy(),
+            {name: floats.copy() for name in numeric},
+            {name: [] for name in textual},
+        )

@@ -12,13 +12,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-devices_app = typer.Typer(help="The device registry: register devices in bulk, list them, list device types.",
-                          no_args_is_help=True)
+devices_app = typer.Typer(
+    help="The device registry: register devices in bulk, list them, list device types.", no_args_is_help=True
+)
 alerts_app = typer.Typer(help="Alerts raised by the sensing rules.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-DbOpt = Annotated[str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")]
+DbOpt = Annotated[
+    str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")
+]
 HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file, lake).")]
 CHUNK = 10_000
 
@@ -36,10 +39,20 @@ def _open(db: str, home: Path) -> Any:
 
 @devices_app.command("import")
 def import_devices(
-    path: Annotated[Path, typer.Argument(help="CSV with a header (device_id, device_type[, org_unit, lon, lat, "
-                                              "secret]) or NGSI-LD Device entities (JSON array or NDJSON).")],
-    secrets_out: Annotated[Path | None, typer.Option(
-        "--secrets-out", help="Write each new device's secret here (CSV: device_id,secret); shown nowhere else.")] = None,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with a header (device_id, device_type[, org_unit, lon, lat, "
+            "secret]) or NGSI-LD Device entities (JSON array or NDJSON)."
+        ),
+    ],
+    secrets_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-out",
+            help="Write each new device's secret here (CSV: device_id,secret); shown nowhere else.",
+        ),
+    ] = None,
     db: DbOpt = "",
     home: HomeOpt = Path(".citybrain"),
 ) -> None:
@@ -54,8 +67,11 @@ def import_devices(
     raw = path.read_bytes()
     if raw.lstrip()[:1] in (b"[", b"{"):
         try:
-            data = orjson.loads(raw) if raw.lstrip().startswith(b"[") else [
-                orjson.loads(line) for line in raw.splitlines() if line.strip()]
+            data = (
+                orjson.loads(raw)
+                if raw.lstrip().startswith(b"[")
+                else [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+            )
         except orjson.JSONDecodeError as exc:
             _fail(f"{path}: not JSON or NDJSON: {exc}")
         items, problems = service.from_ngsi(data)
@@ -77,11 +93,12 @@ def import_devices(
     writer = csv.writer(secrets_file) if secrets_file else None
     if writer:
         writer.writerow(("device_id", "secret"))
-    with Progress(TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
+    with Progress(
+        TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+    ) as progress:
         task = progress.add_task("devices", total=len(items))
         for start in range(0, len(items), CHUNK):
-            chunk = items[start:start + CHUNK]
+            chunk = items[start : start + CHUNK]
             outcome, _events = flows.register(platform, items=chunk, types=types, index=index, ctx=ctx)
             service.add_to_index(index, outcome.rows)
             created += len(outcome.created)
@@ -94,9 +111,11 @@ def import_devices(
         secrets_file.close()
     for index_, field, reason in refused[:20]:
         err_console.print(f"item {index_}: {field}: {reason}", highlight=False)
-    console.print(f"{created} devices registered, {existing} already registered, {len(refused)} refused"
-                  + (" (first 20 shown)" if len(refused) > 20 else "")
-                  + (f"; secrets in {secrets_out}" if secrets_out and created else ""))
+    console.print(
+        f"{created} devices registered, {existing} already registered, {len(refused)} refused"
+        + (" (first 20 shown)" if len(refused) > 20 else "")
+        + (f"; secrets in {secrets_out}" if secrets_out and created else "")
+    )
     platform.dispose()
     if refused:
         raise typer.Exit(1)
@@ -105,7 +124,9 @@ def import_devices(
 @devices_app.command("list")
 def list_devices(
     device_type: Annotated[str | None, typer.Option("--type", help="Only this device type.")] = None,
-    org_unit: Annotated[str | None, typer.Option("--org-unit", help="Only this org unit and its descendants.")] = None,
+    org_unit: Annotated[
+        str | None, typer.Option("--org-unit", help="Only this org unit and its descendants.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     db: DbOpt = "",
     home: HomeOpt = Path(".citybrain"),
@@ -126,9 +147,15 @@ def list_devices(
     table = Table("num", "device id", "type", "org unit", "lon", "lat", "enabled")
     with platform.session() as session:
         for row in session.scalars(stmt):
-            table.add_row(str(row.num), row.device_id, row.device_type, row.org_unit or "",
-                          "" if row.lon is None else f"{row.lon:.5f}", "" if row.lat is None else f"{row.lat:.5f}",
-                          "yes" if row.enabled else "no")
+            table.add_row(
+                str(row.num),
+                row.device_id,
+                row.device_type,
+                row.org_unit or "",
+                "" if row.lon is None else f"{row.lon:.5f}",
+                "" if row.lat is None else f"{row.lat:.5f}",
+                "yes" if row.enabled else "no",
+            )
     console.print(table)
     platform.dispose()
 
@@ -142,8 +169,14 @@ def list_device_types() -> None:
     table = Table("device type", "title", "entity type", "every", "measurements", "rules")
     for slug, spec in sorted(device_types().items()):
         rules = rules_for(spec)
-        table.add_row(slug, f"{spec.title} / {spec.title_zh}", spec.entity_type, f"{spec.report_interval_s:g} s",
-                      ", ".join(spec.measurements), ", ".join(r.id for r in rules.rules) if rules else "")
+        table.add_row(
+            slug,
+            f"{spec.title} / {spec.title_zh}",
+            spec.entity_type,
+            f"{spec.report_interval_s:g} s",
+            ", ".join(spec.measurements),
+            ", ".join(r.id for r in rules.rules) if rules else "",
+        )
     console.print(table)
 
 
@@ -163,20 +196,37 @@ def list_alerts(
     table = Table("raised", "severity", "status", "rule", "subject", "org unit", "value", "title")
     with platform.session() as session:
         try:
-            rows, _ = service.list_alerts(session, status=status, severity=severity, org_units=None, device_type=None,
-                                          after=None, limit=limit)
+            rows, _ = service.list_alerts(
+                session,
+                status=status,
+                severity=severity,
+                org_units=None,
+                device_type=None,
+                after=None,
+                limit=limit,
+            )
         except CityBrainError as exc:
             _fail(exc.detail)
         for row in rows:
-            table.add_row(row.raised_at.strftime("%Y-%m-%d %H:%M:%S"), row.severity, row.status,
-                          f"{row.device_type}/{row.rule_id}", row.subject, row.org_unit or "",
-                          "" if row.value is None else f"{row.value:g}", row.title)
+            table.add_row(
+                row.raised_at.strftime("%Y-%m-%d %H:%M:%S"),
+                row.severity,
+                row.status,
+                f"{row.device_type}/{row.rule_id}",
+                row.subject,
+                row.org_unit or "",
+                "" if row.value is None else f"{row.value:g}",
+                row.title,
+            )
     console.print(table)
     platform.dispose()
 
 
-telemetry_app = typer.Typer(help="The telemetry lake: query readings by device or type over a time range, "
-                                 "raw or in buckets, and export them.", no_args_is_help=True)
+telemetry_app = typer.Typer(
+    help="The telemetry lake: query readings by device or type over a time range, "
+    "raw or in buckets, and export them.",
+    no_args_is_help=True,
+)
 
 
 def _moment(text: str | None, name: str) -> Any:
@@ -185,7 +235,8 @@ def _moment(text: str | None, name: str) -> Any:
     if text is None:
         _fail(f"--{name} is required (e.g. 2026-12-01T08:00:00Z)")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)  # type: ignore[union-attr]
+        assert text is not None
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
         _fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T08:00:00Z)")
     if moment.tzinfo is None:
@@ -200,12 +251,20 @@ def query_telemetry(
     device: Annotated[list[str] | None, typer.Option("--device", help="A device id (repeatable).")] = None,
     device_type: Annotated[str | None, typer.Option("--type", help="A device type.")] = None,
     measurement: Annotated[list[str] | None, typer.Option(help="A measurement (repeatable).")] = None,
-    bucket: Annotated[int | None, typer.Option(help="Bucket length in seconds; omit for raw readings.")] = None,
-    agg: Annotated[list[str] | None, typer.Option(help="avg, min, max, count, last (repeatable; default all).")] = None,
+    bucket: Annotated[
+        int | None, typer.Option(help="Bucket length in seconds; omit for raw readings.")
+    ] = None,
+    agg: Annotated[
+        list[str] | None, typer.Option(help="avg, min, max, count, last (repeatable; default all).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this .parquet or .csv file instead of "
-                                                                 "printing a table.")] = None,
-    lake: Annotated[str, typer.Option(help="Lake: empty = Parquet under --home; postgresql://… when scaled out.")] = "",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write to this .parquet or .csv file instead of printing a table."),
+    ] = None,
+    lake: Annotated[
+        str, typer.Option(help="Lake: empty = Parquet under --home; postgresql://… when scaled out.")
+    ] = "",
     db: DbOpt = "",
     home: HomeOpt = Path(".citybrain"),
 ) -> None:
@@ -226,9 +285,18 @@ def query_telemetry(
         _fail(f"cannot open the lake: {exc}")
     try:
         with platform.session() as session:
-            query = telemetry.build_query(session, device_ids=device or [], device_type=device_type,
-                                          measurements=measurement or [], start=begin, end=finish, bucket_s=bucket,
-                                          aggregations=agg or [], limit=limit, types=list(device_types()))
+            query = telemetry.build_query(
+                session,
+                device_ids=device or [],
+                device_type=device_type,
+                measurements=measurement or [],
+                start=begin,
+                end=finish,
+                bucket_s=bucket,
+                aggregations=agg or [],
+                limit=limit,
+                types=list(device_types()),
+            )
             table = telemetry.with_device_ids(session, store.query(query))
     except CityBrainError as exc:
         _fail(exc.detail)
@@ -241,6 +309,8 @@ def query_telemetry(
         return
     result = Table(*[name for name in table.column_names if name != "device_num"])
     for row in telemetry.rows(table.drop_columns(["device_num"])):
-        result.add_row(*["" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in row.values()])
+        result.add_row(
+            *["" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in row.values()]
+        )
     console.print(result)
     console.print(f"{table.num_rows} rows")

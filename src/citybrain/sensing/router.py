@@ -44,21 +44,32 @@ def _runtime(platform: Any) -> SensingRuntime:
 
 
 def _device_view(row: DeviceRow, online: bool | None = None) -> dict[str, Any]:
-    view = {"deviceId": row.device_id, "num": row.num, "deviceType": row.device_type, "orgUnit": row.org_unit,
-            "lon": row.lon, "lat": row.lat, "enabled": row.enabled,
-            "entityId": devices.device_entity_id(row.device_id), "createdAt": row.created_at.isoformat()}
+    view = {
+        "deviceId": row.device_id,
+        "num": row.num,
+        "deviceType": row.device_type,
+        "orgUnit": row.org_unit,
+        "lon": row.lon,
+        "lat": row.lat,
+        "enabled": row.enabled,
+        "entityId": devices.device_entity_id(row.device_id),
+        "createdAt": row.created_at.isoformat(),
+    }
     if online is not None:
         view["online"] = online
     return view
 
 
 def _items_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    return [{"index": e.index, "deviceId": e.entity_id, "field": e.field, "reason": e.reason, "status": e.status}
-            for e in errors]
+    return [
+        {"index": e.index, "deviceId": e.entity_id, "field": e.field, "reason": e.reason, "status": e.status}
+        for e in errors
+    ]
 
 
-@router.post("/devices", summary="Register devices (a batch); answers each new device's secret once",
-             status_code=201)
+@router.post(
+    "/devices", summary="Register devices (a batch); answers each new device's secret once", status_code=201
+)
 async def register_devices(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
     items_raw = body if isinstance(body, list) else [body]
     if len(items_raw) > MAX_BATCH:
@@ -66,18 +77,40 @@ async def register_devices(platform: PlatformDep, ctx: ContextDep, body: JsonBod
     items, errors = [], []
     for i, raw in enumerate(items_raw):
         if not isinstance(raw, dict):
-            errors.append({"index": i, "deviceId": None, "field": f"[{i}]", "reason": "an object is required",
-                           "status": 422})
+            errors.append(
+                {
+                    "index": i,
+                    "deviceId": None,
+                    "field": f"[{i}]",
+                    "reason": "an object is required",
+                    "status": 422,
+                }
+            )
             items.append(devices.DeviceInput("", ""))
             continue
         lon, lat = raw.get("lon"), raw.get("lat")
         if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in (lon, lat)):
-            errors.append({"index": i, "deviceId": raw.get("deviceId"), "field": f"[{i}].lon",
-                           "reason": "lon and lat must be numbers", "status": 422})
+            errors.append(
+                {
+                    "index": i,
+                    "deviceId": raw.get("deviceId"),
+                    "field": f"[{i}].lon",
+                    "reason": "lon and lat must be numbers",
+                    "status": 422,
+                }
+            )
             items.append(devices.DeviceInput("", ""))
             continue
-        items.append(devices.DeviceInput(raw.get("deviceId"), raw.get("deviceType"), raw.get("orgUnit"),  # type: ignore[arg-type]
-                                         lon, lat, raw.get("secret") if isinstance(raw.get("secret"), str) else None))
+        items.append(
+            devices.DeviceInput(
+                raw.get("deviceId"),
+                raw.get("deviceType"),
+                raw.get("orgUnit"),  # type: ignore[arg-type]
+                lon,
+                lat,
+                raw.get("secret") if isinstance(raw.get("secret"), str) else None,
+            )
+        )
     bad = {e["index"] for e in errors}
     runtime = _runtime(platform)
     keep = [item for i, item in enumerate(items) if i not in bad]
@@ -86,15 +119,25 @@ async def register_devices(platform: PlatformDep, ctx: ContextDep, body: JsonBod
     errors += [{**e, "index": positions[e["index"]]} for e in _items_errors(outcome.errors)]
     errors.sort(key=lambda e: e["index"])
     created = [{"deviceId": d, "num": n, "secret": s} for d, n, s in outcome.created]
-    status = 201 if created and not errors else 207 if errors and (created or outcome.existing) else \
-        422 if errors else 200
+    status = (
+        201
+        if created and not errors
+        else 207
+        if errors and (created or outcome.existing)
+        else 422
+        if errors
+        else 200
+    )
     return _json({"created": created, "existing": outcome.existing, "errors": errors}, status)
 
 
 @router.get("/devices", summary="List devices (filter by type and org unit, including its descendants)")
-async def list_devices(platform: PlatformDep, page: PageDep,
-                       deviceType: Annotated[str | None, Query()] = None,
-                       orgUnit: Annotated[str | None, Query()] = None) -> Response:
+async def list_devices(
+    platform: PlatformDep,
+    page: PageDep,
+    deviceType: Annotated[str | None, Query()] = None,
+    orgUnit: Annotated[str | None, Query()] = None,
+) -> Response:
     runtime = _runtime(platform)
     if deviceType is not None and deviceType not in runtime.types:
         raise InvalidInput.at("deviceType", f"unknown device type {deviceType!r}")
@@ -118,8 +161,13 @@ async def list_devices(platform: PlatformDep, page: PageDep,
     next_cursor = str(rows[page.limit - 1].num) if len(rows) > page.limit else None
     rows = rows[: page.limit]
     online = runtime.online([r.num for r in rows])
-    return _json({"items": [_device_view(r, o) for r, o in zip(rows, online, strict=True)],
-                  "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+    return _json(
+        {
+            "items": [_device_view(r, o) for r, o in zip(rows, online, strict=True)],
+            "next_cursor": next_cursor,
+        },
+        headers=page.next_link(next_cursor),
+    )
 
 
 @router.get("/devices/{device_id}", summary="One device, with whether it is online")
@@ -148,16 +196,26 @@ async def ingest(platform: PlatformDep, body: JsonBody) -> Response:
     messages, item_of, refused = runtime.http_messages(body)
     report = await runtime.ingest(messages, source="http", refused=refused)
     refused_ids = {id(dead) for dead in refused}
-    errors = [{"index": dead.position if id(dead) in refused_ids else item_of[dead.position], "reason": dead.reason}
-              for dead in report.dead]
+    errors = [
+        {"index": dead.position if id(dead) in refused_ids else item_of[dead.position], "reason": dead.reason}
+        for dead in report.dead
+    ]
     errors.sort(key=lambda e: e["index"])
-    return _json({"accepted": report.accepted_count, "duplicates": report.duplicates,
-                  "outOfOrder": report.out_of_order, "errors": errors}, 207 if errors else 200)
+    return _json(
+        {
+            "accepted": report.accepted_count,
+            "duplicates": report.duplicates,
+            "outOfOrder": report.out_of_order,
+            "errors": errors,
+        },
+        207 if errors else 200,
+    )
 
 
 @router.get("/telemetry/dead-letters", summary="Messages the ingest refused, newest first, with the reason")
-async def dead_letters(platform: PlatformDep, page: PageDep,
-                       deviceId: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+async def dead_letters(
+    platform: PlatformDep, page: PageDep, deviceId: Annotated[str | None, Query(max_length=64)] = None
+) -> Response:
     try:
         before = int(page.cursor) if page.cursor else None
     except ValueError:
@@ -174,26 +232,45 @@ async def dead_letters(platform: PlatformDep, page: PageDep,
 
     rows = await platform.run(work)
     next_cursor = str(rows[page.limit - 1].id) if len(rows) > page.limit else None
-    items = [{"id": r.id, "receivedAt": r.received_at.isoformat(), "source": r.source, "topic": r.topic,
-              "deviceId": r.device_id, "reason": r.reason, "payload": r.payload.decode("utf-8", "replace")}
-             for r in rows[: page.limit]]
+    items = [
+        {
+            "id": r.id,
+            "receivedAt": r.received_at.isoformat(),
+            "source": r.source,
+            "topic": r.topic,
+            "deviceId": r.device_id,
+            "reason": r.reason,
+            "payload": r.payload.decode("utf-8", "replace"),
+        }
+        for r in rows[: page.limit]
+    ]
     return _json({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
 
 
 @router.get("/alerts", summary="Alerts (filter by status, severity, device type, org unit with descendants)")
-async def list_alerts(platform: PlatformDep, page: PageDep,
-                      status: Annotated[str | None, Query()] = None,
-                      severity: Annotated[str | None, Query()] = None,
-                      deviceType: Annotated[str | None, Query()] = None,
-                      orgUnit: Annotated[str | None, Query()] = None) -> Response:
+async def list_alerts(
+    platform: PlatformDep,
+    page: PageDep,
+    status: Annotated[str | None, Query()] = None,
+    severity: Annotated[str | None, Query()] = None,
+    deviceType: Annotated[str | None, Query()] = None,
+    orgUnit: Annotated[str | None, Query()] = None,
+) -> Response:
     if orgUnit is not None and orgUnit not in platform.org_tree:
         raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")
     org_units = platform.org_tree.descendants(orgUnit) if orgUnit else None
 
     def work() -> tuple[list[dict[str, Any]], str | None]:
         with platform.session() as session:
-            rows, next_cursor = alerts.list_alerts(session, status=status, severity=severity, org_units=org_units,
-                                                   device_type=deviceType, after=page.cursor, limit=page.limit)
+            rows, next_cursor = alerts.list_alerts(
+                session,
+                status=status,
+                severity=severity,
+                org_units=org_units,
+                device_type=deviceType,
+                after=page.cursor,
+                limit=page.limit,
+            )
             return [alerts.alert_view(r) for r in rows], next_cursor
 
     items, next_cursor = await platform.run(work)
@@ -201,11 +278,14 @@ async def list_alerts(platform: PlatformDep, page: PageDep,
 
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
-async def acknowledge(platform: PlatformDep, ctx: ContextDep, alert_id: Annotated[str, Path(max_length=36)]) -> Response:
+async def acknowledge(
+    platform: PlatformDep, ctx: ContextDep, alert_id: Annotated[str, Path(max_length=36)]
+) -> Response:
     def work() -> tuple[dict[str, Any], list[Any]]:
         with platform.transaction() as session:
-            view = alerts.alert_view(alerts.acknowledge(session, alert_id=alert_id, actor=ctx.actor,
-                                                        now=platform.clock.now()))
+            view = alerts.alert_view(
+                alerts.acknowledge(session, alert_id=alert_id, actor=ctx.actor, now=platform.clock.now())
+            )
             return view, alerts.mirror(platform, session, [view], ctx=ctx)
 
     view, events = await platform.run(work)
@@ -214,16 +294,18 @@ async def acknowledge(platform: PlatformDep, ctx: ContextDep, alert_id: Annotate
 
 
 @router.post("/alerts/{alert_id}/assign", summary="Assign an alert to a person or team")
-async def assign(platform: PlatformDep, ctx: ContextDep, body: JsonBody,
-                 alert_id: Annotated[str, Path(max_length=36)]) -> Response:
+async def assign(
+    platform: PlatformDep, ctx: ContextDep, body: JsonBody, alert_id: Annotated[str, Path(max_length=36)]
+) -> Response:
     assignee = body.get("assignee") if isinstance(body, dict) else None
     if not isinstance(assignee, str):
         raise InvalidInput.at("assignee", "a string is required")
 
     def work() -> tuple[dict[str, Any], list[Any]]:
         with platform.transaction() as session:
-            view = alerts.alert_view(alerts.assign(session, alert_id=alert_id, assignee=assignee,
-                                                   now=platform.clock.now()))
+            view = alerts.alert_view(
+                alerts.assign(session, alert_id=alert_id, assignee=assignee, now=platform.clock.now())
+            )
             return view, alerts.mirror(platform, session, [view], ctx=ctx)
 
     view, events = await platform.run(work)
@@ -244,18 +326,23 @@ async def vital_signs(platform: PlatformDep, orgUnit: Annotated[str | None, Quer
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
-            return [{"indicator": r.indicator, "value": r.value, "ts": r.ts.isoformat()}
-                    for r in vitals.latest(session, org_unit=code)]
+            return [
+                {"indicator": r.indicator, "value": r.value, "ts": r.ts.isoformat()}
+                for r in vitals.latest(session, org_unit=code)
+            ]
 
     return _json({"orgUnit": code, "indicators": await platform.run(work)})
 
 
 @router.get("/vitals/history", summary="One indicator of one org unit over time, newest first")
-async def vital_sign_history(platform: PlatformDep, orgUnit: Annotated[str, Query()],
-                             indicator: Annotated[str, Query(max_length=64)],
-                             since: Annotated[datetime | None, Query()] = None,
-                             until: Annotated[datetime | None, Query()] = None,
-                             limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> Response:
+async def vital_sign_history(
+    platform: PlatformDep,
+    orgUnit: Annotated[str, Query()],
+    indicator: Annotated[str, Query(max_length=64)],
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Response:
     if orgUnit not in platform.org_tree:
         raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")
     for name, value in (("since", since), ("until", until)):
@@ -264,9 +351,12 @@ async def vital_sign_history(platform: PlatformDep, orgUnit: Annotated[str, Quer
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
-            return [{"value": r.value, "ts": r.ts.isoformat()}
-                    for r in vitals.history(session, org_unit=orgUnit, indicator=indicator, since=since, until=until,
-                                            limit=limit)]
+            return [
+                {"value": r.value, "ts": r.ts.isoformat()}
+                for r in vitals.history(
+                    session, org_unit=orgUnit, indicator=indicator, since=since, until=until, limit=limit
+                )
+            ]
 
     return _json({"orgUnit": orgUnit, "indicator": indicator, "points": await platform.run(work)})
 
@@ -283,7 +373,9 @@ async def query_telemetry(
     deviceId: Annotated[str | None, Query(description="Device ids, comma-separated")] = None,
     deviceType: Annotated[str | None, Query()] = None,
     measurement: Annotated[str | None, Query(description="Measurements, comma-separated")] = None,
-    bucket: Annotated[int | None, Query(description="Bucket length in seconds (aligned to the epoch)")] = None,
+    bucket: Annotated[
+        int | None, Query(description="Bucket length in seconds (aligned to the epoch)")
+    ] = None,
     agg: Annotated[str | None, Query(description="avg,min,max,count,last (default all)")] = None,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10_000,
 ) -> Response:
@@ -292,10 +384,18 @@ async def query_telemetry(
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
-            query = telemetry.build_query(session, device_ids=_csv_param(deviceId), device_type=deviceType,
-                                          measurements=_csv_param(measurement), start=start, end=end,
-                                          bucket_s=bucket, aggregations=_csv_param(agg), limit=limit,
-                                          types=list(runtime.types))
+            query = telemetry.build_query(
+                session,
+                device_ids=_csv_param(deviceId),
+                device_type=deviceType,
+                measurements=_csv_param(measurement),
+                start=start,
+                end=end,
+                bucket_s=bucket,
+                aggregations=_csv_param(agg),
+                limit=limit,
+                types=list(runtime.types),
+            )
             return telemetry.rows(telemetry.with_device_ids(session, runtime.lake.query(query)))
 
     items = await platform.run(work)

@@ -87,19 +87,31 @@ class SensingRuntime:
         if settings.mqtt:
             from citybrain.sensing.ingest.mqtt import MqttSource
 
-            self._source = MqttSource(settings.mqtt, on_batch=self.ingest, qos=settings.mqtt_qos,
-                                      shared_group=settings.mqtt_share_group or None,
-                                      client_id=settings.mqtt_client_id or f"citybrain-ingest-{settings.district}",
-                                      # A batch waits at most 5 ms to fill: at city rates it fills sooner, and
-                                      # a quiet night does not hold an alarm back.
-                                      max_delay_s=0.005, max_batch=20_000, max_pending=200_000)
+            self._source = MqttSource(
+                settings.mqtt,
+                on_batch=self.ingest,
+                qos=settings.mqtt_qos,
+                shared_group=settings.mqtt_share_group or None,
+                client_id=settings.mqtt_client_id or f"citybrain-ingest-{settings.district}",
+                # A batch waits at most 5 ms to fill: at city rates it fills sooner, and
+                # a quiet night does not hold an alarm back.
+                max_delay_s=0.005,
+                max_batch=20_000,
+                max_pending=200_000,
+            )
             await self._source.start()
-            log.info("sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos)
+            log.info(
+                "sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos
+            )
             from citybrain.sensing.alerts.mqtt import AlertPublisher
 
             district = next(iter(sorted(self._districts())), "unknown")
-            self._publisher = AlertPublisher(settings.mqtt, self.platform.bus, district=district,
-                                             client_id=f"citybrain-alerts-{district}-{os.getpid()}")
+            self._publisher = AlertPublisher(
+                settings.mqtt,
+                self.platform.bus,
+                district=district,
+                client_id=f"citybrain-alerts-{district}-{os.getpid()}",
+            )
             await self._publisher.start()
 
     async def stop(self) -> None:
@@ -135,15 +147,20 @@ class SensingRuntime:
         self._build_engines()
         from citybrain.scenarios import scenario_indicators
 
-        self.vital_signs = vitals.VitalSigns([*BUILTIN_INDICATORS, *scenario_indicators()], self.types,
-                                             platform.org_tree, self.index.org_units)
+        self.vital_signs = vitals.VitalSigns(
+            [*BUILTIN_INDICATORS, *scenario_indicators()], self.types, platform.org_tree, self.index.org_units
+        )
         self.lake = open_lake(platform.settings.lake, home=platform.settings.home)
         # Resume each device's clock from what the lake holds, so readings a broker resends after a crash
         # (stored, but not acknowledged) are known duplicates, not new rows.
         nums, newest = self.lake.newest(datetime.now(UTC) - RESUME_WINDOW)
         self.pipeline.resume(nums, newest)
-        log.info("sensing: %d devices of %d types indexed (%.1f MB)", len(self.index), len(self.types),
-                 self.index.nbytes / 1e6)
+        log.info(
+            "sensing: %d devices of %d types indexed (%.1f MB)",
+            len(self.index),
+            len(self.types),
+            self.index.nbytes / 1e6,
+        )
 
     def _districts(self) -> set[str]:
         return {code for code, unit in self.platform.org_tree.units.items() if unit.kind == "district"}
@@ -194,11 +211,19 @@ class SensingRuntime:
 
     def _record_vitals_sync(self) -> int:
         assert self.vital_signs is not None and self.pipeline is not None and self.alerts is not None
-        state = vitals.SensingState(self.index, self.types, self.pipeline.last_seen, self.latest,
-                                    self.alerts.open_alerts(), time.time())
+        state = vitals.SensingState(
+            self.index,
+            self.types,
+            self.pipeline.last_seen,
+            self.latest,
+            self.alerts.open_alerts(),
+            time.time(),
+        )
         values = self.vital_signs.compute(state)
         with self.platform.transaction() as session:
-            return vitals.store(session, values=values, org_units=self.index.org_units, at=self.platform.clock.now())
+            return vitals.store(
+                session, values=values, org_units=self.index.org_units, at=self.platform.clock.now()
+            )
 
     # ------------------------------------------------------------------ registration
 
@@ -207,8 +232,9 @@ class SensingRuntime:
         platform = self.platform
 
         async with self._cpu:
-            outcome, events = await platform.run(device_flows.register, platform, items=items, types=self.types,
-                                                 index=self.index, ctx=ctx)
+            outcome, events = await platform.run(
+                device_flows.register, platform, items=items, types=self.types, index=self.index, ctx=ctx
+            )
             rows = outcome.rows
             if rows:
                 devices.add_to_index(self.index, rows)
@@ -227,10 +253,12 @@ class SensingRuntime:
 
     # ------------------------------------------------------------------ the hot path
 
-    async def ingest(self, messages: list[RawMessage], *, source: str = "mqtt",
-                     refused: list[DeadLetter] | None = None) -> IngestReport:
+    async def ingest(
+        self, messages: list[RawMessage], *, source: str = "mqtt", refused: list[DeadLetter] | None = None
+    ) -> IngestReport:
         """Accept a batch of raw messages: dead letters and alerts are stored, and the readings written to the
-        lake (flushed, except for MQTT at QoS 0), before this returns (so an MQTT source may acknowledge them). `refused`: dead letters
+        lake (flushed, except for MQTT at QoS 0), before this returns (so an MQTT source may acknowledge
+        them). `refused`: dead letters
         found before (HTTP items that named no registered device), stored with the others."""
         arrived = time.time()
         async with self._cpu:
@@ -242,7 +270,9 @@ class SensingRuntime:
         done = time.time()
         # Where a reading's time goes: on its way here (device → broker → this process), waiting for the
         # CPU behind earlier batches, and being processed (decode, rules, lake, alerts, bus).
-        self._stages.note(transit=self._transit(report, arrived), queued=started - arrived, processed=done - started)
+        self._stages.note(
+            transit=self._transit(report, arrived), queued=started - arrived, processed=done - started
+        )
         return report
 
     @staticmethod
@@ -265,11 +295,19 @@ class SensingRuntime:
         if not samples.size:
             return {"count": 0, "p50": None, "p99": None, "max": None}
         p50, p99 = np.percentile(samples, [50, 99]).tolist()
-        return {"count": self._latency_count, "p50": round(p50, 2), "p99": round(p99, 2),
-                "max": round(float(samples.max()), 2)}
+        return {
+            "count": self._latency_count,
+            "p50": round(p50, 2),
+            "p99": round(p99, 2),
+            "max": round(float(samples.max()), 2),
+        }
 
-    def _ingest_sync(self, messages: list[RawMessage], source: str, refused: list[DeadLetter],
-                     ) -> tuple[IngestReport, list[Event]]:
+    def _ingest_sync(
+        self,
+        messages: list[RawMessage],
+        source: str,
+        refused: list[DeadLetter],
+    ) -> tuple[IngestReport, list[Event]]:
         assert self.pipeline is not None
         report = self.pipeline.process(messages, source=source)
         report.dead += refused
@@ -293,7 +331,9 @@ class SensingRuntime:
         self.counts["out_of_order"] += report.out_of_order
         return report, events
 
-    def _store(self, dead: list[DeadLetter], transitions: list[tuple[str, list[Transitions], Any]]) -> list[Event]:
+    def _store(
+        self, dead: list[DeadLetter], transitions: list[tuple[str, list[Transitions], Any]]
+    ) -> list[Event]:
         if not dead and not transitions:
             return []
         platform = self.platform
@@ -301,10 +341,20 @@ class SensingRuntime:
         events: list[Event] = []
         with platform.transaction() as session:
             if dead:
-                session.execute(sa.insert(DeadLetterRow), [
-                    {"received_at": datetime.fromtimestamp(d.received or time.time(), UTC), "source": d.source,
-                     "topic": d.topic, "device_id": d.device_id, "reason": d.reason, "payload": d.payload}
-                    for d in dead])
+                session.execute(
+                    sa.insert(DeadLetterRow),
+                    [
+                        {
+                            "received_at": datetime.fromtimestamp(d.received or time.time(), UTC),
+                            "source": d.source,
+                            "topic": d.topic,
+                            "device_id": d.device_id,
+                            "reason": d.reason,
+                            "payload": d.payload,
+                        }
+                        for d in dead
+                    ],
+                )
             assert self.alerts is not None
             for device_type, found, batch in transitions:
                 outcome = self.alerts.apply(session, device_type, found, batch, ctx=SENSING_CONTEXT, now=now)
@@ -349,8 +399,17 @@ class SensingRuntime:
         for i, item in enumerate(items):
             device_id = item.get("deviceId") if isinstance(item, dict) else None
             if not isinstance(device_id, str) or not devices.DEVICE_ID_RE.match(device_id):
-                refused.append(DeadLetter("http", "", None, "deviceId: a registered device id is required",
-                                          orjson.dumps(item)[:4096], now, i))
+                refused.append(
+                    DeadLetter(
+                        "http",
+                        "",
+                        None,
+                        "deviceId: a registered device id is required",
+                        orjson.dumps(item)[:4096],
+                        now,
+                        i,
+                    )
+                )
                 continue
             ids.append(device_id)
             positions.append(i)
@@ -358,8 +417,9 @@ class SensingRuntime:
         kept: list[int] = []
         for device_id, num, i in zip(ids, self.index.lookup(ids).tolist(), positions, strict=True):
             if num == 0:
-                refused.append(DeadLetter("http", "", device_id, "unknown device", orjson.dumps(items[i])[:4096],
-                                          now, i))
+                refused.append(
+                    DeadLetter("http", "", device_id, "unknown device", orjson.dumps(items[i])[:4096], now, i)
+                )
                 continue
             slug = self.index.type_slugs[self.index.type_code[num]]
             payload = orjson.dumps({k: v for k, v in items[i].items() if k != "deviceId"})
@@ -392,15 +452,20 @@ class SensingRuntime:
             limit = limits[np.where(codes >= 0, codes, len(limits) - 1)]
             with np.errstate(invalid="ignore"):
                 online = int(((now - seen) <= limit).sum())
-        return {"devices": len(self.index), "online": online, "types": sorted(self.types),
-                "open_alerts": self.alerts.open_count if self.alerts else 0,
-                "state_bytes": self.index.nbytes + (self.pipeline.nbytes if self.pipeline else 0)
-                + sum(getattr(e, "nbytes", 0) for e in self.engines.values()),
-                "counts": dict(self.counts),
-                "alert_latency_ms": self.alert_latency_ms(),
-                "ingest_stages_ms": self._stages.summary(),
-                "mqtt": self._source.stats() if self._source is not None else None,
-                "alerts_published_mqtt": self._publisher.published if self._publisher is not None else None}
+        return {
+            "devices": len(self.index),
+            "online": online,
+            "types": sorted(self.types),
+            "open_alerts": self.alerts.open_count if self.alerts else 0,
+            "state_bytes": self.index.nbytes
+            + (self.pipeline.nbytes if self.pipeline else 0)
+            + sum(getattr(e, "nbytes", 0) for e in self.engines.values()),
+            "counts": dict(self.counts),
+            "alert_latency_ms": self.alert_latency_ms(),
+            "ingest_stages_ms": self._stages.summary(),
+            "mqtt": self._source.stats() if self._source is not None else None,
+            "alerts_published_mqtt": self._publisher.published if self._publisher is not None else None,
+        }
 
 
 class _StageTimes:
@@ -420,6 +485,12 @@ class _StageTimes:
         out: dict[str, dict[str, float | None]] = {}
         for name, values in self._values.items():
             seen = values[~np.isnan(values)] * 1000
-            out[name] = ({"p50": None, "p99": None} if not seen.size else
-                         {"p50": round(float(np.percentile(seen, 50)), 2), "p99": round(float(np.percentile(seen, 99)), 2)})
+            out[name] = (
+                {"p50": None, "p99": None}
+                if not seen.size
+                else {
+                    "p50": round(float(np.percentile(seen, 50)), 2),
+                    "p99": round(float(np.percentile(seen, 99)), 2),
+                }
+            )
         return out

@@ -15,43 +15,74 @@ from citybrain.sensing.devices.models import DeviceRow
 from citybrain.sensing.lake.query import TelemetryQuery
 
 
-API_NAMES = {"bucket_s": "bucket", "aggregations": "agg", "device_nums": "deviceId", "device_type": "deviceType",
-             "measurements": "measurement"}
+API_NAMES = {
+    "bucket_s": "bucket",
+    "aggregations": "agg",
+    "device_nums": "deviceId",
+    "device_type": "deviceType",
+    "measurements": "measurement",
+}
 
 
 def device_numbers(session: Session, device_ids: Sequence[str]) -> tuple[list[int], set[str]]:
     """Numbers of these devices and the types they are of; an unknown id is refused by name."""
     found: dict[str, tuple[int, str]] = {}
     for start in range(0, len(device_ids), 900):
-        part = list(device_ids[start:start + 900])
-        stmt = sa.select(DeviceRow.device_id, DeviceRow.num, DeviceRow.device_type).where(DeviceRow.device_id.in_(part))
+        part = list(device_ids[start : start + 900])
+        stmt = sa.select(DeviceRow.device_id, DeviceRow.num, DeviceRow.device_type).where(
+            DeviceRow.device_id.in_(part)
+        )
         found.update((device_id, (num, kind)) for device_id, num, kind in session.execute(stmt).all())
     unknown = [d for d in device_ids if d not in found]
     if unknown:
-        raise InvalidInput.at("deviceId", f"unknown device {unknown[0]!r}"
-                              + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+        raise InvalidInput.at(
+            "deviceId",
+            f"unknown device {unknown[0]!r}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+        )
     return [found[d][0] for d in device_ids], {found[d][1] for d in device_ids}
 
 
-def build_query(session: Session, *, device_ids: Sequence[str], device_type: str | None,
-                measurements: Sequence[str], start: datetime | None, end: datetime | None, bucket_s: int | None,
-                aggregations: Sequence[str], limit: int, types: Sequence[str]) -> TelemetryQuery:
+def build_query(
+    session: Session,
+    *,
+    device_ids: Sequence[str],
+    device_type: str | None,
+    measurements: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
+    bucket_s: int | None,
+    aggregations: Sequence[str],
+    limit: int,
+    types: Sequence[str],
+) -> TelemetryQuery:
     if device_type is not None and device_type not in types:
         raise InvalidInput.at("deviceType", f"unknown device type {device_type!r}")
     if start is None or end is None:
-        raise InvalidInput.at("start" if start is None else "end", "start and end (with their zone) are required")
+        raise InvalidInput.at(
+            "start" if start is None else "end", "start and end (with their zone) are required"
+        )
     nums = None
     if device_ids:
         nums, kinds = device_numbers(session, device_ids)
         if device_type is None and len(kinds) == 1:
             device_type = kinds.pop()  # the lake then reads that type's partitions only
     try:
-        return TelemetryQuery(start=start, end=end, device_nums=nums, device_type=device_type,
-                              measurements=list(measurements) or None, bucket_s=bucket_s,
-                              aggregations=list(aggregations) or None, limit=limit)
+        return TelemetryQuery(
+            start=start,
+            end=end,
+            device_nums=nums,
+            device_type=device_type,
+            measurements=list(measurements) or None,
+            bucket_s=bucket_s,
+            aggregations=list(aggregations) or None,
+            limit=limit,
+        )
     except InvalidInput as exc:  # name the fields as the API and the CLI spell them
         errors = [FieldError(API_NAMES.get(e.field.split(".")[0], e.field), e.reason) for e in exc.errors]
-        raise InvalidInput(f"{errors[0].field}: {errors[0].reason}" if errors else exc.detail, errors=errors) from None
+        raise InvalidInput(
+            f"{errors[0].field}: {errors[0].reason}" if errors else exc.detail, errors=errors
+        ) from None
 
 
 def with_device_ids(session: Session, table: pa.Table) -> pa.Table:
@@ -59,8 +90,14 @@ def with_device_ids(session: Session, table: pa.Table) -> pa.Table:
     nums = sorted(set(table.column("device_num").to_pylist())) if table.num_rows else []
     names: dict[int, str] = {}
     for start in range(0, len(nums), 900):
-        names.update((num, device_id) for num, device_id in session.execute(sa.select(DeviceRow.num, DeviceRow.device_id)
-                                     .where(DeviceRow.num.in_(nums[start:start + 900]))).all())
+        names.update(
+            (num, device_id)
+            for num, device_id in session.execute(
+                sa.select(DeviceRow.num, DeviceRow.device_id).where(
+                    DeviceRow.num.in_(nums[start : start + 900])
+                )
+            ).all()
+        )
     ids = pa.array([names.get(n) for n in table.column("device_num").to_pylist()], pa.string())
     return table.add_column(table.schema.get_field_index("device_num"), "device_id", ids)
 

@@ -58,8 +58,8 @@ from citybrain.sim.models import (
 log = logging.getLogger(__name__)
 
 TOPIC_SUFFIX = "/telemetry"
-AREA_SHARE = 0.1           # of the incidents on a type with an area rule, the share that are area episodes
-SCATTER_ROWS = 50_000      # rows per chunk when the wire is first filled (bounds the index arrays)
+AREA_SHARE = 0.1  # of the incidents on a type with an area rule, the share that are area episodes
+SCATTER_ROWS = 50_000  # rows per chunk when the wire is first filled (bounds the index arrays)
 COUNTER_COALESCE_S = 0.001  # the counting subscriber reads once a millisecond (see wire.CountingProtocol)
 
 
@@ -71,9 +71,9 @@ class SlotOutput:
     slot: int
     due: float
     chunk: bytes
-    spans: list[tuple[int, int, int]]   # (connection, start, end) within chunk
-    connections: np.ndarray             # connections written in this slot
-    count: int                          # messages in the chunk that are sent (silent devices excluded)
+    spans: list[tuple[int, int, int]]  # (connection, start, end) within chunk
+    connections: np.ndarray  # connections written in this slot
+    count: int  # messages in the chunk that are sent (silent devices excluded)
     skipped: int = 0
 
 
@@ -85,7 +85,7 @@ def decode_packets(chunk: bytes | memoryview) -> list[tuple[str, bytes]]:
     for cmd, start, end in packets:
         topic_end = start + 2 + ((data[start] << 8) | data[start + 1])
         at = topic_end + (2 if cmd & 0x06 else 0)
-        out.append((data[start + 2:topic_end].decode(), data[at:end]))
+        out.append((data[start + 2 : topic_end].decode(), data[at:end]))
     return out
 
 
@@ -98,8 +98,9 @@ def _bytes_matrix(strings: np.ndarray, width: int) -> np.ndarray:
     try:
         encoded = np.asarray(strings).astype(f"S{width}")
     except UnicodeEncodeError:
-        raise InvalidInput.at("fleet", "device ids and org unit codes must be ASCII "
-                                       "(they are topic segments)") from None
+        raise InvalidInput.at(
+            "fleet", "device ids and org unit codes must be ASCII (they are topic segments)"
+        ) from None
     return encoded.view(np.uint8).reshape(len(strings), width)
 
 
@@ -112,10 +113,22 @@ class TelemetryGenerator:
     first cycle (default: the next whole second; `set_start` moves it before rendering begins).
     """
 
-    def __init__(self, fleet: Fleet, *, interval: float = 30.0, tick: float = 0.1, connections: int = 1,
-                 qos: int = 0, seed: int = 0, incident_rate: float = 0.0, start_ts: float | None = None,
-                 truth: TruthSink | None = None, device_types: list[DeviceTypeSpec] | None = None,
-                 area_share: float = AREA_SHARE, topic_prefix: str = "city") -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        interval: float = 30.0,
+        tick: float = 0.1,
+        connections: int = 1,
+        qos: int = 0,
+        seed: int = 0,
+        incident_rate: float = 0.0,
+        start_ts: float | None = None,
+        truth: TruthSink | None = None,
+        device_types: list[DeviceTypeSpec] | None = None,
+        area_share: float = AREA_SHARE,
+        topic_prefix: str = "city",
+    ) -> None:
         if not interval >= 0.01:
             raise InvalidInput.at("interval", "must be at least 0.01 s")
         if not 0.001 <= tick:
@@ -161,8 +174,10 @@ class TelemetryGenerator:
         names, type_index = np.unique(self.fleet.device_type, return_inverse=True)
         unknown = [str(n) for n in names if n not in specs]
         if unknown:
-            raise InvalidInput.at("fleet.device_type", f"unknown device type(s) {', '.join(unknown)}; "
-                                                       f"known: {', '.join(sorted(specs))}")
+            raise InvalidInput.at(
+                "fleet.device_type",
+                f"unknown device type(s) {', '.join(unknown)}; known: {', '.join(sorted(specs))}",
+            )
         self.type_names = [str(n) for n in names]
         self.models = [TypeModel.build(specs[n], self.interval) for n in self.type_names]
         self.type_index = type_index.astype(np.int16)
@@ -175,15 +190,23 @@ class TelemetryGenerator:
         self.params = [model.params(sizes[t], self.rng) for t, model in enumerate(self.models)]
         # The last published value and time of measurements a rate rule watches: a rate incident's watcher
         # starts from the reading before the incident, as the rate detector does.
-        self.last_published = {(t, name): (np.full(sizes[t], np.nan), np.full(sizes[t], np.nan))
-                               for t, model in enumerate(self.models)
-                               for name in sorted(model.watched_by_rate)}
+        self.last_published = {
+            (t, name): (np.full(sizes[t], np.nan), np.full(sizes[t], np.nan))
+            for t, model in enumerate(self.models)
+            for name in sorted(model.watched_by_rate)
+        }
         for model in self.models:
             for rule in model.rules:
                 if rule.detector == "stale" and float(rule.params.get("after_s", 0)) <= self.interval:
-                    log.warning("interval %.1f s is not shorter than %s/%s after_s %.0f s: every %s will "
-                                "count as offline", self.interval, model.slug, rule.id,
-                                rule.params["after_s"], model.slug)
+                    log.warning(
+                        "interval %.1f s is not shorter than %s/%s after_s %.0f s: every %s will "
+                        "count as offline",
+                        self.interval,
+                        model.slug,
+                        rule.id,
+                        rule.params["after_s"],
+                        model.slug,
+                    )
 
     def _build_plan(self) -> None:
         fleet, n, qos = self.fleet, len(self.fleet), self.qos
@@ -234,10 +257,10 @@ class TelemetryGenerator:
             district_at = len(head) + 2 + len(prefix)
             id_at = district_at + dlen + 1 + len(self.type_names[t]) + 1
             for chunk in range(0, members.size, SCATTER_ROWS):
-                rows_of = members[chunk: chunk + SCATTER_ROWS]
+                rows_of = members[chunk : chunk + SCATTER_ROWS]
                 rows = np.broadcast_to(row, (rows_of.size, row.size)).copy()
-                rows[:, district_at: district_at + dlen] = _bytes_matrix(device_district[rows_of], dlen)
-                rows[:, id_at: id_at + ilen] = _bytes_matrix(device_ids[rows_of], ilen)
+                rows[:, district_at : district_at + dlen] = _bytes_matrix(device_district[rows_of], dlen)
+                rows[:, id_at : id_at + ilen] = _bytes_matrix(device_ids[rows_of], ilen)
                 self.wire[self.msg_start[rows_of][:, None] + np.arange(row.size)[None, :]] = rows
 
         # Per slot: the message range, its messages by type, and each connection's span of bytes.
@@ -249,7 +272,7 @@ class TelemetryGenerator:
         self.columns = [model.columns() for model in self.models]
         change = np.ones(n, dtype=bool)
         change[1:] = (self.msg_conn[1:] != self.msg_conn[:-1]) | (self.msg_slot[1:] != self.msg_slot[:-1])
-        self.run_start = np.flatnonzero(change)          # first message of each (slot, connection) run
+        self.run_start = np.flatnonzero(change)  # first message of each (slot, connection) run
         self.run_slot = self.msg_slot[self.run_start]
         self.run_bounds = np.searchsorted(self.run_slot, np.arange(self.slots + 1))
         if qos:
@@ -259,9 +282,9 @@ class TelemetryGenerator:
 
     def _build_incident_state(self) -> None:
         n = len(self.fleet)
-        self.busy_until = np.full(n, -1, dtype=np.int64)   # a device is free for an incident from this cycle
+        self.busy_until = np.full(n, -1, dtype=np.int64)  # a device is free for an incident from this cycle
         self.last_incident_end = np.full(n, -(10**9), dtype=np.int64)
-        self.active: dict[int, list[Incident]] = {}        # slot → incidents of devices reporting in it
+        self.active: dict[int, list[Incident]] = {}  # slot → incidents of devices reporting in it
         self.incident_count = 0
         self.silent_messages: set[int] = set()
         self._area_events: list[tuple[Any, ...]] = []
@@ -350,8 +373,14 @@ class TelemetryGenerator:
             self._patch_packet_ids(m0, m1)
         return self._output(cycle, slot, m0, m1)
 
-    def _remember(self, t: int, messages: np.ndarray, local: np.ndarray, values: dict[str, np.ndarray],
-                  ts_ms: np.ndarray) -> None:
+    def _remember(
+        self,
+        t: int,
+        messages: np.ndarray,
+        local: np.ndarray,
+        values: dict[str, np.ndarray],
+        ts_ms: np.ndarray,
+    ) -> None:
         if not self.models[t].watched_by_rate:
             return
         sent = np.ones(messages.size, dtype=bool)
@@ -389,8 +418,9 @@ class TelemetryGenerator:
         self.sent += count
         return SlotOutput(cycle, slot, self.due(cycle, slot), chunk, spans, conns, count, skipped)
 
-    def _cut_holes(self, spans: list[tuple[int, int, int]], holes: list[int],
-                   byte0: int) -> list[tuple[int, int, int]]:
+    def _cut_holes(
+        self, spans: list[tuple[int, int, int]], holes: list[int], byte0: int
+    ) -> list[tuple[int, int, int]]:
         gaps = sorted((int(self.msg_start[m]) - byte0, int(self.msg_start[m + 1]) - byte0) for m in holes)
         out: list[tuple[int, int, int]] = []
         for conn, a, b in spans:
@@ -419,8 +449,11 @@ class TelemetryGenerator:
             model = self.models[t]
             if not model.kinds:
                 continue
-            if self.trackers.get(t) and self.rng.random() < self.area_share and \
-                    self._start_area_episode(cycle, slot, device, t):
+            if (
+                self.trackers.get(t)
+                and self.rng.random() < self.area_share
+                and self._start_area_episode(cycle, slot, device, t)
+            ):
                 continue
             kinds = [k for k in model.kinds if self._eligible(k, device, cycle)]
             if not kinds:
@@ -439,13 +472,23 @@ class TelemetryGenerator:
 
     def _current(self, device: int, ts: float) -> dict[str, float]:
         t = int(self.type_index[device])
-        values = self.models[t].normal_values(self.params[t], np.array([self.local[device]]), np.array([ts]),
-                                              self.rng)
+        values = self.models[t].normal_values(
+            self.params[t], np.array([self.local[device]]), np.array([ts]), self.rng
+        )
         return {name: float(column[0]) for name, column in values.items()}
 
-    def _start(self, kind: IncidentKind, device: int, start_cycle: int, cycle_ms: int, *,
-               hold: int | None = None, ramp: int | None = None, area: str | None = None,
-               profile: Profile | None = None) -> Incident | None:
+    def _start(
+        self,
+        kind: IncidentKind,
+        device: int,
+        start_cycle: int,
+        cycle_ms: int,
+        *,
+        hold: int | None = None,
+        ramp: int | None = None,
+        area: str | None = None,
+        profile: Profile | None = None,
+    ) -> Incident | None:
         t = int(self.type_index[device])
         model = self.models[t]
         ts = (cycle_ms + int(self.phase_ms[device])) / 1000.0
@@ -454,16 +497,29 @@ class TelemetryGenerator:
         if profile is None:
             return None
         self.incident_count += 1
-        watchers = [Watcher(rule) for rule in model.rules
-                    if rule.detector in ("threshold", "rate") and rule.measurement in model.spec.measurements]
+        watchers = [
+            Watcher(rule)
+            for rule in model.rules
+            if rule.detector in ("threshold", "rate") and rule.measurement in model.spec.measurements
+        ]
         for watcher in watchers:
             if watcher.rule.detector == "rate":
                 last_value, last_ts = self.last_published[(t, watcher.rule.measurement)]
                 watcher.last_value = float(last_value[self.local[device]])
                 watcher.last_ts = float(last_ts[self.local[device]])
         message = int(self.device_message[device])
-        incident = Incident(self.incident_count, kind, device, message, t, int(self.local[device]),
-                            start_cycle, profile, watchers, area=area)
+        incident = Incident(
+            self.incident_count,
+            kind,
+            device,
+            message,
+            t,
+            int(self.local[device]),
+            start_cycle,
+            profile,
+            watchers,
+            area=area,
+        )
         self.busy_until[device] = np.iinfo(np.int64).max
         self.active.setdefault(int(self.msg_slot[message]), []).append(incident)
         self.incidents_started[kind.rule.id] = self.incidents_started.get(kind.rule.id, 0) + 1
@@ -496,8 +552,9 @@ class TelemetryGenerator:
                 continue
             ramp = max(_ramp_steps(d) for d in drafts if d is not None)
             hold = int(self.rng.integers(20, 40))
-            profiles = [plan_profile(model, kind, current, self.rng, hold=hold, ramp=ramp)
-                        for current in currents]
+            profiles = [
+                plan_profile(model, kind, current, self.rng, hold=hold, ramp=ramp) for current in currents
+            ]
             if any(p is None for p in profiles):
                 continue
             for member, first, profile in zip(members, starts, profiles, strict=True):
@@ -506,8 +563,9 @@ class TelemetryGenerator:
             return True
         return False
 
-    def _apply(self, incident: Incident, cycle: int, messages: np.ndarray,
-               values: dict[str, np.ndarray]) -> None:
+    def _apply(
+        self, incident: Incident, cycle: int, messages: np.ndarray, values: dict[str, np.ndarray]
+    ) -> None:
         j = cycle - incident.start_cycle
         profile = incident.profile
         position = int(np.searchsorted(messages, incident.message))
@@ -524,8 +582,14 @@ class TelemetryGenerator:
             if not math.isnan(absolute[j]):
                 values[name][position] = absolute[j]
 
-    def _observe(self, incident: Incident, cycle: int, messages: np.ndarray, values: dict[str, np.ndarray],
-                 ts_ms: np.ndarray) -> None:
+    def _observe(
+        self,
+        incident: Incident,
+        cycle: int,
+        messages: np.ndarray,
+        values: dict[str, np.ndarray],
+        ts_ms: np.ndarray,
+    ) -> None:
         j = cycle - incident.start_cycle
         position = int(np.searchsorted(messages, incident.message))
         ts = float(ts_ms[position]) / 1000.0
@@ -554,9 +618,17 @@ class TelemetryGenerator:
                 self._device_record(incident, watcher.rule.id, watcher.since, at)
             for tracker in self.trackers.get(incident.type_index, []):
                 if tracker.of_rule == watcher.rule.id:
-                    self._area_events.append((at, what == "raise", id(tracker), tracker,
-                                              tracker.area_of(str(self.fleet.org_unit[incident.device])),
-                                              str(self.fleet.device_id[incident.device]), what))
+                    self._area_events.append(
+                        (
+                            at,
+                            what == "raise",
+                            id(tracker),
+                            tracker,
+                            tracker.area_of(str(self.fleet.org_unit[incident.device])),
+                            str(self.fleet.device_id[incident.device]),
+                            what,
+                        )
+                    )
         del model
         if j >= profile.length - 1 and not any(w.active for w in incident.watchers):
             incident.done = True
@@ -572,11 +644,18 @@ class TelemetryGenerator:
 
     def _device_record(self, incident: Incident, rule_id: str, start: float, end: float | None) -> None:
         device = incident.device
-        self._emit({"device_id": str(self.fleet.device_id[device]),
-                    "device_type": self.type_names[incident.type_index], "rule_id": rule_id,
-                    "start_ts": round(start, 3), "end_ts": None if end is None else round(end, 3),
-                    "org_unit": str(self.fleet.org_unit[device]), "incident": incident.kind.rule.id,
-                    "incident_id": incident.number})
+        self._emit(
+            {
+                "device_id": str(self.fleet.device_id[device]),
+                "device_type": self.type_names[incident.type_index],
+                "rule_id": rule_id,
+                "start_ts": round(start, 3),
+                "end_ts": None if end is None else round(end, 3),
+                "org_unit": str(self.fleet.org_unit[device]),
+                "incident": incident.kind.rule.id,
+                "incident_id": incident.number,
+            }
+        )
 
     def _emit(self, record: dict[str, Any]) -> None:
         self.truth_records += 1
@@ -699,10 +778,18 @@ class SimulationReport:
 class Simulator:
     """Publishes a generator's slots over `generator.connections` MQTT connections, paced by the clock."""
 
-    def __init__(self, generator: TelemetryGenerator, broker: str | BrokerAddress, *,
-                 client_id_prefix: str | None = None, keepalive: int = 60, inflight: int = 2000,
-                 progress: ProgressCallback | None = None, progress_every_s: float = 0.5,
-                 record: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        generator: TelemetryGenerator,
+        broker: str | BrokerAddress,
+        *,
+        client_id_prefix: str | None = None,
+        keepalive: int = 60,
+        inflight: int = 2000,
+        progress: ProgressCallback | None = None,
+        progress_every_s: float = 0.5,
+        record: list[bytes] | None = None,
+    ) -> None:
         self.generator = generator
         self.address = broker if isinstance(broker, BrokerAddress) else parse_broker_url(broker)
         self.client_id_prefix = client_id_prefix or f"citybrain-sim-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -713,8 +800,12 @@ class Simulator:
         self.record = record  # when given, every byte span written is appended (tests compare it)
         self.gate = FlowGate()
         self.publishers: list[_GatedPublisher | None] = []
-        self.report = SimulationReport(devices=len(generator.fleet), connections=generator.connections,
-                                       qos=generator.qos, target_rate=generator.rate)
+        self.report = SimulationReport(
+            devices=len(generator.fleet),
+            connections=generator.connections,
+            qos=generator.qos,
+            target_rate=generator.rate,
+        )
         self._last_write = np.zeros(generator.connections)
         self._stop = False
 
@@ -723,24 +814,13 @@ class Simulator:
         gate = self.gate
         count = self.generator.connections
         _ensure_file_limit(count + 64)
-        packets = [wire.connect_packet(f"{self.client_id_prefix}-{i:05d}", username=self.address.username,
-                                       password=self.address.password, keepalive=self.keepalive)
-                   for i in range(count)]
-        semaphore = asyncio.Semaphore(64)
-        opened: list[_GatedPublisher | None] = [None] * count
-
-        async def one(index: int) -> None:
-            async with semaphore:
-                opened[index] = await wire.connect_protocol(
-                    self.address, lambda: _GatedPublisher(packets[index], gate), 10.0)
-
-        try:
-            await asyncio.gather(*(one(i) for i in range(count)))
-        except BaseException:
-            for protocol in opened:
-                if protocol is not None:
-                    protocol.close()
-            raise
+        opened = await wire.open_publishers(
+            self.address,
+            count,
+            client_id_prefix=self.client_id_prefix,
+            keepalive=self.keepalive,
+            protocol=lambda packet: _GatedPublisher(packet, gate),
+        )
         self.publishers = opened
         self._last_write[:] = time.monotonic()
 
@@ -801,15 +881,19 @@ class Simulator:
 
     async def _drain(self, report: SimulationReport, written: float, timeout: float = 60.0) -> None:
         """Wait until the broker has consumed what was written (and, at QoS 1, acknowledged it)."""
-        live = [p for p in self.publishers if p is not None and p.transport is not None
-                and not p.transport.is_closing()]
+        live = [
+            p
+            for p in self.publishers
+            if p is not None and p.transport is not None and not p.transport.is_closing()
+        ]
         marks = [(p, p.pongs) for p in live]
         for p in live:
             p.transport.write(wire.PINGREQ)  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            consumed = all(p.pongs > seen or p.transport is None or p.transport.is_closing()
-                           for p, seen in marks)
+            consumed = all(
+                p.pongs > seen or p.transport is None or p.transport.is_closing() for p, seen in marks
+            )
             acked = not self.generator.qos or self.gate.acks >= self.generator.sent - report.dropped
             if consumed and acked:
                 break
@@ -846,13 +930,18 @@ class Simulator:
 
     async def _reconnect(self, conn: int) -> None:
         delay = 0.5
-        packet = wire.connect_packet(f"{self.client_id_prefix}-{conn:05d}", username=self.address.username,
-                                     password=self.address.password, keepalive=self.keepalive)
+        packet = wire.connect_packet(
+            f"{self.client_id_prefix}-{conn:05d}",
+            username=self.address.username,
+            password=self.address.password,
+            keepalive=self.keepalive,
+        )
         while not self._stop:
             await asyncio.sleep(delay)
             try:
                 self.publishers[conn] = await wire.connect_protocol(
-                    self.address, lambda: _GatedPublisher(packet, self.gate), 5.0)
+                    self.address, lambda: _GatedPublisher(packet, self.gate), 5.0
+                )
                 log.info("simulator connection %d reconnected", conn)
                 return
             except Exception as exc:  # noqa: BLE001 - the broker may stay away; keep trying quietly
@@ -870,10 +959,17 @@ class Simulator:
 
     def _snapshot(self, start: float) -> dict[str, Any]:
         elapsed = max(1e-9, time.time() - start)
-        return {"sent": self.generator.sent, "elapsed": elapsed, "rate": self.generator.sent / elapsed,
-                "target_rate": self.generator.rate, "acks": self.gate.acks, "dropped": self.report.dropped,
-                "incidents": sum(self.generator.incidents_started.values()),
-                "truth_records": self.generator.truth_records, "max_lag_s": self.report.max_lag_s}
+        return {
+            "sent": self.generator.sent,
+            "elapsed": elapsed,
+            "rate": self.generator.sent / elapsed,
+            "target_rate": self.generator.rate,
+            "acks": self.gate.acks,
+            "dropped": self.report.dropped,
+            "incidents": sum(self.generator.incidents_started.values()),
+            "truth_records": self.generator.truth_records,
+            "max_lag_s": self.report.max_lag_s,
+        }
 
     def _fill(self, report: SimulationReport, start: float) -> None:
         report.sent = self.generator.sent - report.dropped
@@ -932,8 +1028,14 @@ class TruthWriter:
         self._handle.close()
 
 
-def run_simulation(generator: TelemetryGenerator, broker: str, *, duration: float,
-                   progress: ProgressCallback | None = None, **options: Any) -> SimulationReport:
+def run_simulation(
+    generator: TelemetryGenerator,
+    broker: str,
+    *,
+    duration: float,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> SimulationReport:
     """Run a `Simulator` for `duration` seconds on a fresh (uv)loop and return its report."""
     simulator = Simulator(generator, broker, progress=progress, **options)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
@@ -946,16 +1048,28 @@ def run_simulation(generator: TelemetryGenerator, broker: str, *, duration: floa
 # -- the broker's own throughput -------------------------------------------------------------------------
 
 
-async def _bare_broker_throughput(address: BrokerAddress, seconds: float, connections: int,
-                                  payload_bytes: int, qos: int, window: int) -> dict[str, Any]:
+async def _bare_broker_throughput(
+    address: BrokerAddress, seconds: float, connections: int, payload_bytes: int, qos: int, window: int
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     prefix = f"citybrain-bench/{run}"
-    counter = await wire.open_counter(address, [f"{prefix}/#"], qos=qos,
-                                      client_id=f"citybrain-bench-counter-{run}",
-                                      coalesce_s=COUNTER_COALESCE_S)
+    counter = await wire.open_counter(
+        address,
+        [f"{prefix}/#"],
+        qos=qos,
+        client_id=f"citybrain-bench-counter-{run}",
+        coalesce_s=COUNTER_COALESCE_S,
+    )
     gate = FlowGate()
-    packets = [wire.connect_packet(f"citybrain-bench-{run}-{i:04d}", username=address.username,
-                                   password=address.password, keepalive=0) for i in range(connections)]
+    packets = [
+        wire.connect_packet(
+            f"citybrain-bench-{run}-{i:04d}",
+            username=address.username,
+            password=address.password,
+            keepalive=0,
+        )
+        for i in range(connections)
+    ]
     semaphore = asyncio.Semaphore(64)
 
     async def one(i: int) -> _GatedPublisher:
@@ -964,10 +1078,15 @@ async def _bare_broker_throughput(address: BrokerAddress, seconds: float, connec
 
     publishers = await asyncio.gather(*(one(i) for i in range(connections)))
     head = b'{"ts":1764590400.250,"seq":1,"v":"'  # 34 bytes; the filler and '"}' make payload_bytes
-    body = (head + b"x" * max(0, payload_bytes - len(head) - 2) + b'"}')[:max(payload_bytes, 2)]
+    body = (head + b"x" * max(0, payload_bytes - len(head) - 2) + b'"}')[: max(payload_bytes, 2)]
     per_write = max(1, 32_768 // (len(body) + 40))
-    chunks = [b"".join(wire.publish_packet(f"{prefix}/{c}", body, qos=qos, packet_id=(i % 65535) + 1)
-                       for i in range(per_write)) for c in range(connections)]
+    chunks = [
+        b"".join(
+            wire.publish_packet(f"{prefix}/{c}", body, qos=qos, packet_id=(i % 65535) + 1)
+            for i in range(per_write)
+        )
+        for c in range(connections)
+    ]
     published = 0
     cpu0 = time.process_time()
     started = time.monotonic()
@@ -999,15 +1118,29 @@ async def _bare_broker_throughput(address: BrokerAddress, seconds: float, connec
         counter.close()
     assert mark_count is not None and mark_time is not None and mark_published is not None
     measured = end_time - mark_time
-    return {"broker": address.url, "seconds": round(measured, 3), "connections": connections,
-            "payload_bytes": len(body), "qos": qos,
-            "published_per_s": round((published - mark_published) / measured),
-            "received_per_s": round((received_at_end - mark_count) / measured),
-            "published": published, "received": counter.count, "process_cpu_s": round(cpu, 3)}
+    return {
+        "broker": address.url,
+        "seconds": round(measured, 3),
+        "connections": connections,
+        "payload_bytes": len(body),
+        "qos": qos,
+        "published_per_s": round((published - mark_published) / measured),
+        "received_per_s": round((received_at_end - mark_count) / measured),
+        "published": published,
+        "received": counter.count,
+        "process_cpu_s": round(cpu, 3),
+    }
 
 
-def bare_broker_throughput(url: str, *, seconds: float = 10.0, connections: int = 100,
-                           payload_bytes: int = 120, qos: int = 0, window: int = 50_000) -> dict[str, Any]:
+def bare_broker_throughput(
+    url: str,
+    *,
+    seconds: float = 10.0,
+    connections: int = 100,
+    payload_bytes: int = 120,
+    qos: int = 0,
+    window: int = 50_000,
+) -> dict[str, Any]:
     """The broker's own publish→subscribe throughput: the simulator's raw publisher on `connections`
     connections writing prebuilt PUBLISH packets of `payload_bytes` as fast as the broker takes them, and
     one subscriber that only counts (reading once a millisecond, so that it takes little CPU from the

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -327,17 +327,19 @@ async def connect_protocol(address: BrokerAddress, factory: Any, timeout: float)
 
 
 async def open_publishers(address: BrokerAddress, count: int, *, client_id_prefix: str, keepalive: int = 60,
-                          concurrency: int = 64, timeout: float = 10.0) -> list[PublisherProtocol]:
+                          concurrency: int = 64, timeout: float = 10.0,
+                          protocol: Callable[[bytes], Any] = PublisherProtocol) -> list[Any]:
     """Open `count` publisher connections (at most `concurrency` handshakes at a time, so that the broker's
-    listen backlog does not overflow). Closes them all and raises BrokerUnavailable if one fails."""
+    listen backlog does not overflow); `protocol(connect_packet)` makes each connection's protocol. Closes
+    them all and raises BrokerUnavailable if one fails."""
     gate = asyncio.Semaphore(concurrency)
-    opened: list[PublisherProtocol | None] = [None] * count
+    opened: list[Any] = [None] * count
 
     async def one(index: int) -> None:
         packet = connect_packet(f"{client_id_prefix}-{index:05d}", username=address.username,
                                 password=address.password, keepalive=keepalive)
         async with gate:
-            opened[index] = await connect_protocol(address, lambda: PublisherProtocol(packet), timeout)
+            opened[index] = await connect_protocol(address, lambda: protocol(packet), timeout)
 
     try:
         await asyncio.gather(*(one(i) for i in range(count)))

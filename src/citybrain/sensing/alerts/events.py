@@ -1,4 +1,5 @@
-"""Bus events of the alert lifecycle; `alert` is the alert as the API returns it (alerts.service.alert_view)."""
+"""Bus events of the alert lifecycle; `alert` is the alert as the API returns it
+(alerts.service.alert_view)."""
 
 from __future__ import annotations
 

@@ -43,8 +43,10 @@ class AlertPublisher:
     async def start(self) -> None:
         self.client.set_config({"reconnect_retries": -1, "reconnect_delay": 2})
         try:
-            await asyncio.wait_for(self.client.connect(self.address.host, self.address.port,
-                                                       ssl=self.address.tls, keepalive=60), timeout=10)
+            await asyncio.wait_for(
+                self.client.connect(self.address.host, self.address.port, ssl=self.address.tls, keepalive=60),
+                timeout=10,
+            )
         except (OSError, asyncio.TimeoutError) as exc:
             # The platform still starts; gmqtt keeps trying and the first publishes wait for it.
             log.warning("alert publisher: broker %s not reachable yet (%s)", self.address.url, exc)

@@ -34,12 +34,26 @@ def alert_view(row: AlertRow) -> dict[str, Any]:
     def moment(value: datetime | None) -> str | None:
         return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
-    return {"id": row.id, "deviceType": row.device_type, "ruleId": row.rule_id, "subject": row.subject,
-            "subjectKind": row.subject_kind, "orgUnit": row.org_unit, "severity": row.severity,
-            "status": row.status, "title": row.title, "raisedAt": moment(row.raised_at),
-            "updatedAt": moment(row.updated_at), "clearedAt": moment(row.cleared_at), "raises": row.raises,
-            "value": row.value, "reading": row.reading, "assignee": row.assignee,
-            "acknowledgedBy": row.acknowledged_by, "acknowledgedAt": moment(row.acknowledged_at)}
+    return {
+        "id": row.id,
+        "deviceType": row.device_type,
+        "ruleId": row.rule_id,
+        "subject": row.subject,
+        "subjectKind": row.subject_kind,
+        "orgUnit": row.org_unit,
+        "severity": row.severity,
+        "status": row.status,
+        "title": row.title,
+        "raisedAt": moment(row.raised_at),
+        "updatedAt": moment(row.updated_at),
+        "clearedAt": moment(row.cleared_at),
+        "raises": row.raises,
+        "value": row.value,
+        "reading": row.reading,
+        "assignee": row.assignee,
+        "acknowledgedBy": row.acknowledged_by,
+        "acknowledgedAt": moment(row.acknowledged_at),
+    }
 
 
 # Our severities on the Smart Data Models Alert scale.
@@ -48,10 +62,14 @@ SDM_SEVERITY = {"info": "informational", "minor": "low", "major": "high", "criti
 
 def alert_entity(view: dict[str, Any]) -> dict[str, Any]:
     """The alert as a hub entity (Smart Data Models `Alert`), which subscriptions and the entity API see."""
-    source = (f"urn:ngsi-ld:Device:{view['subject']}" if view["subjectKind"] == "device"
-              else f"urn:ngsi-ld:OrgUnit:{view['subject']}")
+    source = (
+        f"urn:ngsi-ld:Device:{view['subject']}"
+        if view["subjectKind"] == "device"
+        else f"urn:ngsi-ld:OrgUnit:{view['subject']}"
+    )
     entity: dict[str, Any] = {
-        "id": f"urn:ngsi-ld:Alert:{view['id']}", "type": "Alert",
+        "id": f"urn:ngsi-ld:Alert:{view['id']}",
+        "type": "Alert",
         "category": {"type": "Property", "value": view["deviceType"]},
         "subCategory": {"type": "Property", "value": view["ruleId"]},
         "severity": {"type": "Property", "value": SDM_SEVERITY[view["severity"]]},
@@ -76,8 +94,9 @@ def mirror(platform: Any, session: Session, views: Sequence[dict[str, Any]], *, 
     latest = {view["id"]: view for view in views}  # one batch may raise and clear the same alert
     if not latest:
         return []
-    result, events = write_entities_in(platform, session, [alert_entity(v) for v in latest.values()],
-                                       mode="replace", ctx=ctx)
+    result, events = write_entities_in(
+        platform, session, [alert_entity(v) for v in latest.values()], mode="replace", ctx=ctx
+    )
     if result.errors:
         raise RuntimeError(f"an alert entity was refused: {result.errors[0]}")
     return list(events)
@@ -110,8 +129,16 @@ class AlertManager:
     def load(self, session: Session) -> None:
         """Recover the open alerts after a restart, so a subject still in alert updates its alert."""
         self._open.clear()
-        for row in session.execute(sa.select(AlertRow.id, AlertRow.device_type, AlertRow.rule_id, AlertRow.subject,
-                                             AlertRow.org_unit, AlertRow.severity).where(AlertRow.status != "cleared")):
+        for row in session.execute(
+            sa.select(
+                AlertRow.id,
+                AlertRow.device_type,
+                AlertRow.rule_id,
+                AlertRow.subject,
+                AlertRow.org_unit,
+                AlertRow.severity,
+            ).where(AlertRow.status != "cleared")
+        ):
             self._open[(row.device_type, row.rule_id, row.subject)] = (row.id, row.org_unit, row.severity)
 
     @property
@@ -122,24 +149,58 @@ class AlertManager:
         """(device type, rule, org unit, severity) of each open alert, for the vital signs."""
         return [(key[0], key[1], org_unit, severity) for key, (_, org_unit, severity) in self._open.items()]
 
-    def apply(self, session: Session, device_type: str, transitions: Sequence[Transitions],
-              batch: ReadingBatch | None, *, ctx: Context, now: datetime) -> Outcome:
+    def apply(
+        self,
+        session: Session,
+        device_type: str,
+        transitions: Sequence[Transitions],
+        batch: ReadingBatch | None,
+        *,
+        ctx: Context,
+        now: datetime,
+    ) -> Outcome:
         """Write the alerts these transitions imply (inside the caller's transaction)."""
         outcome = Outcome(events=[])
-        wanted = {int(v) for t in transitions if t.subject == "device" for v in (*t.raised.tolist(), *t.cleared.tolist())}
-        stored = devices.devices_by_local(session, device_type=device_type, locals_=sorted(wanted)) if wanted else {}
+        wanted = {
+            int(v)
+            for t in transitions
+            if t.subject == "device"
+            for v in (*t.raised.tolist(), *t.cleared.tolist())
+        }
+        stored = (
+            devices.devices_by_local(session, device_type=device_type, locals_=sorted(wanted))
+            if wanted
+            else {}
+        )
         for t in transitions:
             rule = t.rule
-            for position, value, ts in zip(t.raised.tolist(), t.raised_value.tolist(), t.raised_ts.tolist(), strict=True):
+            for position, value, ts in zip(
+                t.raised.tolist(), t.raised_value.tolist(), t.raised_ts.tolist(), strict=True
+            ):
                 subject, org_unit = self._subject(t, position, stored)
                 if subject is None:
                     continue
-                reading = _reading(batch, position, rule.measurement, value, ts) if t.subject == "device" else {
-                    "ts": ts, "value": value}
+                reading = (
+                    _reading(batch, position, rule.measurement, value, ts)
+                    if t.subject == "device"
+                    else {"ts": ts, "value": value}
+                )
                 if subject is not None and t.subject == "device":
                     reading["deviceId"] = subject
-                event = self._raise(session, device_type, rule, t.subject, subject, org_unit, value, ts, reading,
-                                    ctx, now, outcome)
+                event = self._raise(
+                    session,
+                    device_type,
+                    rule,
+                    t.subject,
+                    subject,
+                    org_unit,
+                    value,
+                    ts,
+                    reading,
+                    ctx,
+                    now,
+                    outcome,
+                )
                 outcome.events.append(event)
             for position, ts in zip(t.cleared.tolist(), t.cleared_ts.tolist(), strict=True):
                 subject, _ = self._subject(t, position, stored)
@@ -151,16 +212,30 @@ class AlertManager:
                     outcome.events.append(event)
         return outcome
 
-    def _subject(self, t: Transitions, position: int, stored: dict[int, Any]) -> tuple[str | None, str | None]:
+    def _subject(
+        self, t: Transitions, position: int, stored: dict[int, Any]
+    ) -> tuple[str | None, str | None]:
         if t.subject == "area":
             code = self.org_units[position] if 0 <= position < len(self.org_units) else None
             return code, code
         row = stored.get(position)
         return (None, None) if row is None else (row.device_id, row.org_unit)
 
-    def _raise(self, session: Session, device_type: str, rule: Any, kind: str, subject: str, org_unit: str | None,
-               value: float, ts: float, reading: dict[str, Any], ctx: Context, now: datetime,
-               outcome: Outcome) -> Event:
+    def _raise(
+        self,
+        session: Session,
+        device_type: str,
+        rule: Any,
+        kind: str,
+        subject: str,
+        org_unit: str | None,
+        value: float,
+        ts: float,
+        reading: dict[str, Any],
+        ctx: Context,
+        now: datetime,
+        outcome: Outcome,
+    ) -> Event:
         key = (device_type, rule.id, subject)
         value_or_none = None if np.isnan(value) else float(value)
         found = self._open.get(key)
@@ -181,17 +256,38 @@ class AlertManager:
                 self._cleared.pop(key, None)
                 outcome.reopened += int(reopened)
                 return AlertUpdated(context=ctx, alert=alert_view(row))
-        row = AlertRow(id=new_id(), device_type=device_type, rule_id=rule.id, subject=subject, subject_kind=kind,
-                       org_unit=org_unit, severity=rule.severity, status="active", title=rule.title,
-                       raised_at=_utc(ts), updated_at=now, cleared_at=None, raises=1, value=value_or_none,
-                       reading=reading)
+        row = AlertRow(
+            id=new_id(),
+            device_type=device_type,
+            rule_id=rule.id,
+            subject=subject,
+            subject_kind=kind,
+            org_unit=org_unit,
+            severity=rule.severity,
+            status="active",
+            title=rule.title,
+            raised_at=_utc(ts),
+            updated_at=now,
+            cleared_at=None,
+            raises=1,
+            value=value_or_none,
+            reading=reading,
+        )
         session.add(row)
         self._open[key] = (row.id, org_unit, rule.severity)
         outcome.raised += 1
         return AlertRaised(context=ctx, alert=alert_view(row))
 
-    def _clear(self, session: Session, device_type: str, rule_id: str, subject: str, ts: float, ctx: Context,
-               now: datetime) -> Event | None:
+    def _clear(
+        self,
+        session: Session,
+        device_type: str,
+        rule_id: str,
+        subject: str,
+        ts: float,
+        ctx: Context,
+        now: datetime,
+    ) -> Event | None:
         key = (device_type, rule_id, subject)
         found = self._open.pop(key, None)
         if found is None:
@@ -204,8 +300,13 @@ class AlertManager:
         return AlertCleared(context=ctx, alert=alert_view(row))
 
 
-def _reading(batch: ReadingBatch | None, local: int, measurement: str | None, value: float, ts: float,
-             ) -> dict[str, Any]:
+def _reading(
+    batch: ReadingBatch | None,
+    local: int,
+    measurement: str | None,
+    value: float,
+    ts: float,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"ts": ts}
     if measurement is not None:
         out["measurement"] = measurement
@@ -214,8 +315,9 @@ def _reading(batch: ReadingBatch | None, local: int, measurement: str | None, va
         rows = np.flatnonzero((batch.local == local) & (batch.ts == ts))
         if rows.size:
             row = int(rows[-1])
-            out["values"] = {name: float(column[row]) for name, column in batch.values.items()
-                             if not np.isnan(column[row])}
+            out["values"] = {
+                name: float(column[row]) for name, column in batch.values.items() if not np.isnan(column[row])
+            }
             if batch.seq[row] >= 0:
                 out["seq"] = int(batch.seq[row])
     return out
@@ -224,9 +326,17 @@ def _reading(batch: ReadingBatch | None, local: int, measurement: str | None, va
 # ------------------------------------------------------------------------------------------ queries
 
 
-def list_alerts(session: Session, *, status: str | None, severity: str | None, org_units: Sequence[str] | None,
-                device_type: str | None, after: str | None, limit: int) -> tuple[list[AlertRow], str | None]:
-    """A page of alerts, newest id last; `after` is the last id of the previous page (ids are time-ordered)."""
+def list_alerts(
+    session: Session,
+    *,
+    status: str | None,
+    severity: str | None,
+    org_units: Sequence[str] | None,
+    device_type: str | None,
+    after: str | None,
+    limit: int,
+) -> tuple[list[AlertRow], str | None]:
+    """A page of alerts, newest id last; `after` is the last id of the previous page (ids sort by time)."""
     if status is not None and status not in STATUSES:
         raise InvalidInput.at("status", f"one of {', '.join(STATUSES)}")
     if severity is not None and severity not in SEVERITIES:

@@ -61,11 +61,20 @@ class DeviceIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._hashes, self._hash_nums, self.type_code, self.local, self.org,
-                                      self.enabled))
+        return sum(
+            a.nbytes
+            for a in (self._hashes, self._hash_nums, self.type_code, self.local, self.org, self.enabled)
+        )
 
-    def add(self, nums: np.ndarray, ids: Sequence[str], types: Sequence[str], locals_: np.ndarray,
-            orgs: Sequence[str | None], enabled: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        nums: np.ndarray,
+        ids: Sequence[str],
+        types: Sequence[str],
+        locals_: np.ndarray,
+        orgs: Sequence[str | None],
+        enabled: np.ndarray | None = None,
+    ) -> None:
         """Index devices (as stored: their numbers and positions are already assigned)."""
         nums = np.asarray(nums, np.int64)
         if nums.size == 0:
@@ -94,7 +103,9 @@ class DeviceIndex:
         hashes = id_hashes(list(ids))
         taken = self._found(hashes) > 0
         distinct, counts = np.unique(hashes, return_counts=True)
-        repeated = np.isin(hashes, distinct[counts > 1]) if (counts > 1).any() else np.zeros(hashes.size, bool)
+        repeated = (
+            np.isin(hashes, distinct[counts > 1]) if (counts > 1).any() else np.zeros(hashes.size, bool)
+        )
         return taken | repeated
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:

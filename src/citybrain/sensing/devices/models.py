@@ -42,8 +42,9 @@ class DeadLetterRow(Base):
 
     __tablename__ = "telemetry_dead_letters"
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(sa.String(16))  # mqtt | http
     topic: Mapped[str] = mapped_column(sa.String(512))

@@ -46,8 +46,11 @@ class DeviceTypeSpec(BaseModel):
     measurements: dict[str, MeasurementSpec] = Field(min_length=1)
     report_interval_s: float = Field(30.0, gt=0, description="How often a device of this type reports")
     offline_after_s: float | None = Field(
-        None, gt=0, description="Silence after which a device counts as offline (default: 3 intervals)")
-    rules_file: str | None = Field(None, description="YAML rule file shipped with the scenario (package-relative)")
+        None, gt=0, description="Silence after which a device counts as offline (default: 3 intervals)"
+    )
+    rules_file: str | None = Field(
+        None, description="YAML rule file shipped with the scenario (package-relative)"
+    )
 
     @model_validator(mode="after")
     def _names(self) -> DeviceTypeSpec:

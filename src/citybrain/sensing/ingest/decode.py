@@ -54,13 +54,17 @@ class PayloadDecoder:
         fields: list[tuple[str, Any, Any]] = [("ts", float | str, msgspec.NODEFAULT), ("seq", int, -1)]
         fields += [_field(name, m.kind) for name, m in spec.measurements.items()]
         # gc=False: a reading holds no references back, so the collector need not track millions of them.
-        self._struct = msgspec.defstruct(f"Reading_{spec.slug}", fields, forbid_unknown_fields=True,
-                                         kw_only=True, gc=False)
+        self._struct = msgspec.defstruct(
+            f"Reading_{spec.slug}", fields, forbid_unknown_fields=True, kw_only=True, gc=False
+        )
         self._one = msgspec.json.Decoder(self._struct)
         self._many = msgspec.json.Decoder(list[self._struct])  # type: ignore[valid-type]
         self._booleans = [name for name, m in spec.measurements.items() if m.kind == "boolean"]
-        self._ranges = [(name, m.minimum, m.maximum, m.kind == "integer") for name, m in spec.measurements.items()
-                        if m.kind in ("number", "integer")]
+        self._ranges = [
+            (name, m.minimum, m.maximum, m.kind == "integer")
+            for name, m in spec.measurements.items()
+            if m.kind in ("number", "integer")
+        ]
 
     def decode(self, payloads: list[bytes]) -> Decoded:
         errors: list[tuple[int, str]] = []
@@ -94,7 +98,9 @@ class PayloadDecoder:
                 parsed = _parse_time(moment)
                 if parsed is None:
                     keep[i] = False
-                    errors.append((positions[i], f"ts: not an epoch number or RFC 3339 time: {moment!r}"[:300]))
+                    errors.append(
+                        (positions[i], f"ts: not an epoch number or RFC 3339 time: {moment!r}"[:300])
+                    )
                     ts[i] = NAN
                 else:
                     ts[i] = parsed
@@ -120,7 +126,7 @@ class PayloadDecoder:
         for name, low, high, integral in self._ranges:
             column = values[name]
             with np.errstate(invalid="ignore"):
-                wrong = (~np.isfinite(column) & ~np.isnan(column))
+                wrong = ~np.isfinite(column) & ~np.isnan(column)
                 if low is not None:
                     wrong |= column < low
                 if high is not None:

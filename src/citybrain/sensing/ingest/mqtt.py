@@ -648,10 +648,9 @@ class MqttSource:
             # Behind the broker, hand over everything that queued meanwhile (up to max_batch) in one call:
             # per-call costs (a thread hop, a transaction, one array op per type and rule) then spread over
             # thousands of messages instead of the few a 5 ms timer collected.
-            if self._queue and self._queue[0][0] == epoch and len(messages) + len(self._queue[0][1]) <= self.max_batch:
+            if self._fits(epoch, len(messages)):
                 messages, mids = list(messages), list(mids)
-                while (self._queue and self._queue[0][0] == epoch
-                       and len(messages) + len(self._queue[0][1]) <= self.max_batch):
+                while self._fits(epoch, len(messages)):
                     _, more, more_mids = self._queue.popleft()
                     messages += more
                     mids += more_mids
@@ -675,6 +674,10 @@ class MqttSource:
                     self._ack(epoch, mids)
             if self._paused and self._queued + len(self._batch) < self.max_pending // 2:
                 self._resume()
+
+    def _fits(self, epoch: int, taken: int) -> bool:
+        """Whether the next queued batch is of the same connection and still fits into one call."""
+        return bool(self._queue) and self._queue[0][0] == epoch and taken + len(self._queue[0][1]) <= self.max_batch
 
     def _ack(self, epoch: int, mids: list[int]) -> None:
         client = self._client

@@ -94,8 +94,12 @@ class IngestPipeline:
         parts = [topic.split("/") for topic, _, _ in messages]
         codes = self._type_codes
         districts = self.districts
-        type_of = [codes.get(p[2], -1) if len(p) == 5 and p[0] == "city" and p[4] == "telemetry" and p[1] in districts
-                   else -2 for p in parts]
+        type_of = [
+            codes.get(p[2], -1)
+            if len(p) == 5 and p[0] == "city" and p[4] == "telemetry" and p[1] in districts
+            else -2
+            for p in parts
+        ]
         by_type: dict[str, tuple[list[int], list[str]]] = {}
         if -1 in type_of or -2 in type_of:
             for position, code in enumerate(type_of):
@@ -104,7 +108,10 @@ class IngestPipeline:
                 topic, payload, received = messages[position]
                 p = parts[position]
                 if len(p) != 5 or p[0] != "city" or p[4] != "telemetry":
-                    reason, device_id = "topic is not city/{district}/{device_type}/{device_id}/telemetry", None
+                    reason, device_id = (
+                        "topic is not city/{district}/{device_type}/{device_id}/telemetry",
+                        None,
+                    )
                 elif p[1] not in districts:
                     reason, device_id = f"unknown district {p[1]!r}", p[3]
                 else:
@@ -122,8 +129,15 @@ class IngestPipeline:
         self.counts["accepted"] += report.accepted_count
         return report
 
-    def _process_type(self, device_type: str, positions: list[int], ids: list[str], messages: list[RawMessage],
-                      source: str, report: IngestReport) -> None:
+    def _process_type(
+        self,
+        device_type: str,
+        positions: list[int],
+        ids: list[str],
+        messages: list[RawMessage],
+        source: str,
+        report: IngestReport,
+    ) -> None:
         index = self.index
         try:
             nums = index.lookup(ids)
@@ -139,8 +153,10 @@ class IngestPipeline:
                 if nums[i] == 0:
                     reason = "unknown device"
                 elif wrong_type[i]:
-                    reason = (f"unauthorised: the device is registered as "
-                              f"{index.type_slugs[index.type_code[nums[i]]]}, not {device_type}")
+                    reason = (
+                        f"unauthorised: the device is registered as "
+                        f"{index.type_slugs[index.type_code[nums[i]]]}, not {device_type}"
+                    )
                 else:
                     reason = "unauthorised: the device is disabled"
                 report.dead.append(_dead(source, topic, ids[i], reason, payload, received, positions[i]))
@@ -159,8 +175,16 @@ class IngestPipeline:
             return
         nums = nums[rows]
         received = np.array([messages[positions[r]][2] for r in rows.tolist()], np.float64)
-        batch = ReadingBatch(device_type, nums, index.local[nums].astype(np.int64), decoded.ts, received,
-                             decoded.seq, decoded.values, decoded.texts)
+        batch = ReadingBatch(
+            device_type,
+            nums,
+            index.local[nums].astype(np.int64),
+            decoded.ts,
+            received,
+            decoded.seq,
+            decoded.values,
+            decoded.texts,
+        )
         self._order(batch, report)
 
     def _order(self, batch: ReadingBatch, report: IngestReport) -> None:
@@ -201,7 +225,21 @@ def _lookup_one(index: DeviceIndex, device_id: str) -> int:
         return 0
 
 
-def _dead(source: str, topic: str, device_id: str | None, reason: str, payload: bytes, received: float,
-          position: int) -> DeadLetter:
-    return DeadLetter(source, topic[:512], device_id[:64] if device_id else None, reason[:512],
-                      payload[:PAYLOAD_KEPT_BYTES], received, position)
+def _dead(
+    source: str,
+    topic: str,
+    device_id: str | None,
+    reason: str,
+    payload: bytes,
+    received: float,
+    position: int,
+) -> DeadLetter:
+    return DeadLetter(
+        source,
+        topic[:512],
+        device_id[:64] if device_id else None,
+        reason[:512],
+        payload[:PAYLOAD_KEPT_BYTES],
+        received,
+        position,
+    )

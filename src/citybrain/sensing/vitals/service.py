@@ -44,14 +44,16 @@ class SensingState:
 
 
 class LatestReadings:
-    """The newest value of every numeric measurement per device, as float32 arrays per type (NaN: none yet)."""
+    """The newest value of each numeric measurement per device: float32 arrays per type (NaN: none yet)."""
 
     def __init__(self, types: dict[str, DeviceTypeSpec]) -> None:
         self.columns: dict[str, dict[str, np.ndarray]] = {
-            slug: {name: np.full(0, np.nan, np.float32) for name in spec.numeric()} for slug, spec in types.items()}
+            slug: {name: np.full(0, np.nan, np.float32) for name in spec.numeric()}
+            for slug, spec in types.items()
+        }
 
     def update(self, batch: ReadingBatch) -> None:
-        """Take a batch in per-device time order (IngestPipeline's `in_order`): the last row of a device wins."""
+        """Take a batch in per-device time order (IngestPipeline's `in_order`): a device's last row wins."""
         columns = self.columns[batch.device_type]
         if not len(batch):
             return
@@ -88,18 +90,24 @@ def _type_nums(index: DeviceIndex, device_type: str | None) -> np.ndarray:
 
 
 @indicator_kinds.register("online_rate")
-def _online_rate(spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _online_rate(
+    spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(online devices, registered devices) per org position: the ratio is taken after the roll-up."""
     nums = _type_nums(state.index, spec.device_type)
     limits = np.array([state.types[s].offline_after for s in state.index.type_slugs], np.float64)
     seen = state.last_seen[nums] if nums.size else np.empty(0)
     with np.errstate(invalid="ignore"):
         online = (state.now - seen) <= limits[state.index.type_code[nums]]
-    return _per_org(state.index, nums, online.astype(np.float64)), _per_org(state.index, nums).astype(np.float64)
+    return _per_org(state.index, nums, online.astype(np.float64)), _per_org(state.index, nums).astype(
+        np.float64
+    )
 
 
 @indicator_kinds.register("alerts_open")
-def _alerts_open(spec: IndicatorSpec, state: SensingState, unit_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _alerts_open(
+    spec: IndicatorSpec, state: SensingState, unit_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     counts = np.zeros(max(1, len(state.index.org_units)))
     for device_type, _rule, org_unit, severity in state.open_alerts:
         if (spec.severity is None or severity == spec.severity) and (spec.device_type in (None, device_type)):
@@ -110,7 +118,9 @@ def _alerts_open(spec: IndicatorSpec, state: SensingState, unit_of: np.ndarray) 
 
 
 @indicator_kinds.register("share_in_alert")
-def _share_in_alert(spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _share_in_alert(
+    spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     counts = np.zeros(max(1, len(state.index.org_units)))
     for device_type, rule, org_unit, _severity in state.open_alerts:
         if device_type == spec.device_type and rule == spec.rule_id:
@@ -121,7 +131,9 @@ def _share_in_alert(spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarr
 
 
 @indicator_kinds.register("mean_latest")
-def _mean_latest(spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _mean_latest(
+    spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(sum, count) of the latest readings per org position; the mean is taken after the roll-up."""
     assert spec.device_type is not None and spec.measurement is not None
     nums = _type_nums(state.index, spec.device_type)
@@ -131,8 +143,10 @@ def _mean_latest(spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray)
     inside = local < column.size
     values[inside] = column[local[inside]]
     present = ~np.isnan(values)
-    return (_per_org(state.index, nums[present], values[present]),
-            _per_org(state.index, nums[present]).astype(np.float64))
+    return (
+        _per_org(state.index, nums[present], values[present]),
+        _per_org(state.index, nums[present]).astype(np.float64),
+    )
 
 
 # HJ 633-2012 breakpoints of PM2.5 (24 h, µg/m³) against the individual air quality index.
@@ -156,9 +170,12 @@ def check_indicators(specs: Sequence[IndicatorSpec], types: dict[str, DeviceType
             raise InvalidInput.at(f"{where}.device_type", f"unknown device type {spec.device_type!r}")
         if spec.kind in ("share_in_alert", "mean_latest") and spec.device_type is None:
             raise InvalidInput.at(f"{where}.device_type", f"{spec.kind} needs a device type")
-        if spec.kind == "mean_latest" and (spec.measurement is None or spec.measurement
-                                           not in types[spec.device_type].numeric()):  # type: ignore[index]
-            raise InvalidInput.at(f"{where}.measurement", "a numeric measurement of the device type is required")
+        if spec.kind == "mean_latest" and (
+            spec.measurement is None or spec.measurement not in types[spec.device_type].numeric()
+        ):  # type: ignore[index]
+            raise InvalidInput.at(
+                f"{where}.measurement", "a numeric measurement of the device type is required"
+            )
         if spec.transform is not None and spec.transform not in TRANSFORMS:
             raise InvalidInput.at(f"{where}.transform", f"one of {', '.join(TRANSFORMS)}")
 
@@ -166,8 +183,13 @@ def check_indicators(specs: Sequence[IndicatorSpec], types: dict[str, DeviceType
 class VitalSigns:
     """Computes every indicator for every org unit (each unit counts the devices of its whole subtree)."""
 
-    def __init__(self, specs: Sequence[IndicatorSpec], types: dict[str, DeviceTypeSpec], tree: OrgTree,
-                 org_units: Sequence[str]) -> None:
+    def __init__(
+        self,
+        specs: Sequence[IndicatorSpec],
+        types: dict[str, DeviceTypeSpec],
+        tree: OrgTree,
+        org_units: Sequence[str],
+    ) -> None:
         check_indicators(specs, types)
         self.specs = list(specs)
         self.tree = tree
@@ -175,8 +197,13 @@ class VitalSigns:
         position = {code: i for i, code in enumerate(self.org_units)}
         # Roll-up as (descendant position, ancestor position) pairs, self included: a unit's total is the sum
         # over its subtree.
-        pairs = [(position[code], position[a]) for code in self.org_units if code in tree.units
-                 for a in (code, *tree.ancestors(code)) if a in position]
+        pairs = [
+            (position[code], position[a])
+            for code in self.org_units
+            if code in tree.units
+            for a in (code, *tree.ancestors(code))
+            if a in position
+        ]
         self._from = np.array([p[0] for p in pairs], np.int64)
         self._to = np.array([p[1] for p in pairs], np.int64)
 
@@ -209,7 +236,14 @@ def store(session: Session, *, values: dict[str, np.ndarray], org_units: Sequenc
     rows: list[dict[str, Any]] = []
     for slug, column in values.items():
         for position in np.flatnonzero(~np.isnan(column)).tolist():
-            rows.append({"org_unit": org_units[position], "indicator": slug, "ts": at, "value": float(column[position])})
+            rows.append(
+                {
+                    "org_unit": org_units[position],
+                    "indicator": slug,
+                    "ts": at,
+                    "value": float(column[position]),
+                }
+            )
     if rows:
         session.execute(sa.insert(VitalSignRow), rows)
     return len(rows)
@@ -217,17 +251,33 @@ def store(session: Session, *, values: dict[str, np.ndarray], org_units: Sequenc
 
 def latest(session: Session, *, org_unit: str) -> list[VitalSignRow]:
     """The newest value of each indicator of one org unit."""
-    newest = (sa.select(VitalSignRow.indicator, sa.func.max(VitalSignRow.ts).label("ts"))
-              .where(VitalSignRow.org_unit == org_unit).group_by(VitalSignRow.indicator).subquery())
-    stmt = sa.select(VitalSignRow).join(newest, sa.and_(VitalSignRow.indicator == newest.c.indicator,
-                                                        VitalSignRow.ts == newest.c.ts)).where(
-        VitalSignRow.org_unit == org_unit).order_by(VitalSignRow.indicator)
+    newest = (
+        sa.select(VitalSignRow.indicator, sa.func.max(VitalSignRow.ts).label("ts"))
+        .where(VitalSignRow.org_unit == org_unit)
+        .group_by(VitalSignRow.indicator)
+        .subquery()
+    )
+    stmt = (
+        sa.select(VitalSignRow)
+        .join(newest, sa.and_(VitalSignRow.indicator == newest.c.indicator, VitalSignRow.ts == newest.c.ts))
+        .where(VitalSignRow.org_unit == org_unit)
+        .order_by(VitalSignRow.indicator)
+    )
     return list(session.scalars(stmt))
 
 
-def history(session: Session, *, org_unit: str, indicator: str, since: datetime | None, until: datetime | None,
-            limit: int) -> list[VitalSignRow]:
-    stmt = sa.select(VitalSignRow).where(VitalSignRow.org_unit == org_unit, VitalSignRow.indicator == indicator)
+def history(
+    session: Session,
+    *,
+    org_unit: str,
+    indicator: str,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[VitalSignRow]:
+    stmt = sa.select(VitalSignRow).where(
+        VitalSignRow.org_unit == org_unit, VitalSignRow.indicator == indicator
+    )
     if since is not None:
         stmt = stmt.where(VitalSignRow.ts >= since)
     if until is not None:

@@ -27,9 +27,21 @@ class IndicatorSpec(BaseModel):
 
 
 BUILTIN_INDICATORS = [
-    IndicatorSpec(slug="device_online_rate", title="Devices online", title_zh="设备在线率", kind="online_rate",
-                  unit="ratio"),
-    *[IndicatorSpec(slug=f"alerts_open_{s}", title=f"Open {s} alerts", title_zh=f"未消除告警（{z}）",
-                    kind="alerts_open", severity=s)
-      for s, z in zip(SEVERITIES, ("提示", "一般", "较重", "严重"), strict=True)],
+    IndicatorSpec(
+        slug="device_online_rate",
+        title="Devices online",
+        title_zh="设备在线率",
+        kind="online_rate",
+        unit="ratio",
+    ),
+    *[
+        IndicatorSpec(
+            slug=f"alerts_open_{s}",
+            title=f"Open {s} alerts",
+            title_zh=f"未消除告警（{z}）",
+            kind="alerts_open",
+            severity=s,
+        )
+        for s, z in zip(SEVERITIES, ("提示", "一般", "较重", "严重"), strict=True)
+    ],
 ]
