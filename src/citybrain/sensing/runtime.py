@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,8 @@ class SensingRuntime:
         self._source: Any = None
         self._publisher: Any = None
         self._last_flush = time.monotonic()
+        # Lake flushes take this, not the CPU lock: ingest goes on while the periodic flush writes files.
+        self._flush_lock = threading.Lock()
         self.latest = vitals.LatestReadings(self.types)
         self._latency = np.zeros(LATENCY_SAMPLES)
         self._stages = _StageTimes()
@@ -131,8 +134,13 @@ class SensingRuntime:
             async with self._cpu:
                 await anyio.to_thread.run_sync(self._close_lake)
 
+    def _flush_lake(self) -> None:
+        with self._flush_lock:
+            self.lake.flush()
+            self._last_flush = time.monotonic()
+
     def _close_lake(self) -> None:
-        self.lake.flush()
+        self._flush_lake()
         self.lake.close()
 
     def _load(self) -> None:
@@ -206,10 +214,16 @@ class SensingRuntime:
 
     async def record_vitals(self) -> int:
         """Compute every indicator for every org unit now and store the values; returns rows written."""
-        async with self._cpu:
-            return await self.platform.run(self._record_vitals_sync)
+        async with self._cpu:  # the state arrays hold still while they are read …
+            values = await self.platform.run(self._compute_vitals)
+        return await self.platform.run(self._store_vitals, values)  # … the store write need not hold them
 
-    def _record_vitals_sync(self) -> int:
+    def _store_vitals(self, values: dict[str, np.ndarray]) -> int:
+        with self.platform.transaction() as session:
+            return vitals.store(session, values=values, org_units=self.index.org_units,
+                                at=self.platform.clock.now())
+
+    def _compute_vitals(self) -> dict[str, np.ndarray]:
         assert self.vital_signs is not None and self.pipeline is not None and self.alerts is not None
         state = vitals.SensingState(
             self.index,
@@ -219,11 +233,7 @@ class SensingRuntime:
             self.alerts.open_alerts(),
             time.time(),
         )
-        values = self.vital_signs.compute(state)
-        with self.platform.transaction() as session:
-            return vitals.store(
-                session, values=values, org_units=self.index.org_units, at=self.platform.clock.now()
-            )
+        return self.vital_signs.compute(state)
 
     # ------------------------------------------------------------------ registration
 
@@ -322,7 +332,7 @@ class SensingRuntime:
         if report.accepted and (source != "mqtt" or self.platform.settings.mqtt_qos == 1):
             # An HTTP 200 or a QoS 1 acknowledgement promises the readings are kept: make them durable
             # before either goes out. At QoS 0 the periodic flush (lake_flush_s) is the promise.
-            self.lake.flush()
+            self._flush_lake()
         events = self._store(report.dead, transitions)
         self.counts["messages"] += len(messages)
         self.counts["accepted"] += report.accepted_count
@@ -373,6 +383,8 @@ class SensingRuntime:
                     events = await self.platform.run(self._tick_sync, time.time())
                 if events:
                     await self.platform.bus.publish(*events)
+                if time.monotonic() - self._last_flush >= self.platform.settings.lake_flush_s:
+                    await self.platform.run(self._flush_lake)
             except Exception:
                 log.exception("sensing tick failed")
 
@@ -382,11 +394,7 @@ class SensingRuntime:
             found = engine.tick(now)
             if found:
                 transitions.append((slug, found, None))
-        events = self._store([], transitions)
-        if time.monotonic() - self._last_flush >= self.platform.settings.lake_flush_s:
-            self.lake.flush()
-            self._last_flush = time.monotonic()
-        return events
+        return self._store([], transitions)
 
     def http_messages(self, items: list[Any]) -> tuple[list[RawMessage], list[int], list[DeadLetter]]:
         """HTTP readings as the raw messages MQTT would have carried: (messages, the item index of each,
