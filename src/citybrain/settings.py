@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     lake: str = Field("", description="Telemetry lake: empty = Parquet under `home`/lake; postgresql://… to scale out.")
     sensing_tick_s: float = Field(1.0, gt=0, description="How often silence rules and lake flushes run.")
     lake_flush_s: float = Field(5.0, gt=0, description="Most seconds an accepted reading waits to become queryable.")
+    lake_commit_s: float = Field(0.02, ge=0, description="Most seconds a QoS 1 acknowledgement or an HTTP reply waits for the lake flush that makes its readings durable; one flush (one fsync) serves everything that arrived meanwhile.")
     vitals_interval_s: float = Field(60.0, gt=0, description="How often vital signs are computed and stored.")
 
     @property

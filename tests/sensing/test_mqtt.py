@@ -233,6 +233,62 @@ async def test_qos1_a_failed_callback_gets_its_messages_again(root: str, started
     assert again.messages == []
 
 
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_qos1_with_group_commit_acknowledges_when_the_promise_completes(
+        root: str, started: list[MqttSource]) -> None:
+    """Delivery goes on while acknowledgements wait for the durability promise; they go out in order."""
+    require_mqtt()
+    got = Collector()
+    promises: list[asyncio.Future[None]] = []
+
+    def durable() -> asyncio.Future[None]:
+        promises.append(asyncio.get_running_loop().create_future())
+        return promises[-1]
+
+    source = await start(started, BROKER, got, topics=[f"{root}/#"], qos=1, client_id=f"{root}-ingest",
+                         max_batch=50, session_expiry_s=30, durable=durable)
+    await publish(telemetry(root, 120), qos=1)
+    await got.wait_for(120)  # every batch delivered although none is durable yet
+    assert source.stats()["acked"] == 0 and len(promises) == len(got.batches) >= 3
+    promises[1].set_result(None)  # a later batch is durable first: nothing may be acknowledged ahead
+    await asyncio.sleep(0.05)
+    assert source.stats()["acked"] == 0
+    promises[0].set_result(None)
+    await asyncio.sleep(0.05)
+    first_two = len(got.batches[0]) + len(got.batches[1])
+    assert source.stats()["acked"] == first_two
+    for promise in promises[2:]:
+        promise.set_result(None)
+    await asyncio.sleep(0.05)
+    assert source.stats()["acked"] == 120
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_qos1_a_failed_promise_gets_its_messages_again(root: str, started: list[MqttSource]) -> None:
+    require_mqtt()
+    got = Collector()
+    calls = []
+
+    async def durable() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    source = await start(started, BROKER, got, topics=[f"{root}/#"], qos=1, client_id=f"{root}-ingest",
+                         max_batch=40, session_expiry_s=30, backoff_initial_s=0.05, durable=durable)
+    sent = telemetry(root, 200)
+    await publish(sent, qos=1)
+    deadline = time.monotonic() + 10
+    while source.stats()["acked"] < 200 or not source.connected:
+        assert time.monotonic() < deadline, source.stats()
+        await asyncio.sleep(0.02)
+    stats = source.stats()
+    assert stats["failed_batches"] == 1 and stats["reconnects"] >= 1 and stats["redelivered"] >= 1
+    assert {(t, p) for t, p, _ in got.messages} == set(sent)  # what was not durable came again
+
+
 CRASHING_INGEST = textwrap.dedent("""
     import asyncio, sys
     from citybrain.sensing.ingest.mqtt import MqttSource

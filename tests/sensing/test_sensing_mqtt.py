@@ -100,12 +100,20 @@ def test_mqtt_telemetry_raises_an_alert_published_back_on_mqtt(tmp_path: Path) -
         assert status["mqtt"]["connected"] is True
         dead = client.get("/api/v1/telemetry/dead-letters", params={"deviceId": "SM-1"}).json()["items"]
         assert len(dead) == 1 and "smokeDensity" in dead[0]["reason"]
-        table = runtime.lake.query(
-            TelemetryQuery(
-                start=datetime.fromtimestamp(now - 60, UTC),
-                end=datetime.fromtimestamp(now + 60, UTC),
-                measurements=["smokeDensity"],
+        # The alert goes out before the readings' group-commit flush (lake_commit_s), which the QoS 1
+        # acknowledgements wait for.
+        deadline = time.monotonic() + 5
+        while True:
+            table = runtime.lake.query(
+                TelemetryQuery(
+                    start=datetime.fromtimestamp(now - 60, UTC),
+                    end=datetime.fromtimestamp(now + 60, UTC),
+                    measurements=["smokeDensity"],
+                )
             )
-        )
+            if table.num_rows >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert sorted(table.column("value").to_pylist()) == [0.4, 0.5, 35.0]
+        assert client.get("/api/v1/sensing/status").json()["lake_commits"] >= 1
     platform.dispose()

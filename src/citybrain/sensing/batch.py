@@ -49,6 +49,33 @@ class ReadingBatch:
         )
 
     @classmethod
+    def concat(cls, batches: list[ReadingBatch]) -> ReadingBatch:
+        """Batches of one device type as one, rows in the order given. A measurement missing from some
+        batches is NaN (numeric) or None (text) in their rows."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        if any(b.device_type != first.device_type for b in batches):
+            raise ValueError("ReadingBatch.concat needs batches of one device type")
+        numeric = list(dict.fromkeys(name for b in batches for name in b.values))
+        textual = list(dict.fromkeys(name for b in batches for name in b.texts))
+
+        def column(batch: ReadingBatch, name: str) -> np.ndarray:
+            found = batch.values.get(name)
+            return found if found is not None else np.full(len(batch), np.nan)
+
+        return cls(
+            first.device_type,
+            np.concatenate([b.device_num for b in batches]),
+            np.concatenate([b.local for b in batches]),
+            np.concatenate([b.ts for b in batches]),
+            np.concatenate([b.received for b in batches]),
+            np.concatenate([b.seq for b in batches]),
+            {name: np.concatenate([column(b, name) for b in batches]) for name in numeric},
+            {name: [v for b in batches for v in _texts(b, name)] for name in textual},
+        )
+
+    @classmethod
     def empty(cls, device_type: str, numeric: list[str], textual: tuple[str, ...] = ()) -> ReadingBatch:
         ints, floats = np.empty(0, np.int64), np.empty(0, np.float64)
         return cls(
@@ -61,3 +88,10 @@ class ReadingBatch:
             {name: floats.copy() for name in numeric},
             {name: [] for name in textual},
         )
+
+
+def _texts(batch: ReadingBatch, name: str) -> list[str | None]:
+    column = batch.texts.get(name)
+    if column is None:
+        return [None] * len(batch)
+    return column if isinstance(column, list) else list(column.to_pylist())  # an Arrow array

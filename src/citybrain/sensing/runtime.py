@@ -8,6 +8,7 @@ arrays are not shared between threads, and a device's readings must meet its rul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -74,6 +75,7 @@ class SensingRuntime:
         self._last_flush = time.monotonic()
         # Lake flushes take this, not the CPU lock: ingest goes on while the periodic flush writes files.
         self._flush_lock = threading.Lock()
+        self._commit = GroupCommit(lambda: self.platform.run(self._flush_lake), platform.settings.lake_commit_s)
         self.latest = vitals.LatestReadings(self.types)
         self._latency = np.zeros(LATENCY_SAMPLES)
         self._stages = _StageTimes()
@@ -84,6 +86,7 @@ class SensingRuntime:
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(self._load)
+        self._commit.start()
         self._tasks.append(asyncio.create_task(self._ticker(), name="sensing-tick"))
         self._tasks.append(asyncio.create_task(self._vitals_loop(), name="sensing-vitals"))
         settings = self.platform.settings
@@ -101,6 +104,7 @@ class SensingRuntime:
                 max_delay_s=0.005,
                 max_batch=20_000,
                 max_pending=200_000,
+                durable=self._commit.request,
             )
             await self._source.start()
             log.info(
@@ -122,6 +126,7 @@ class SensingRuntime:
             await self._source.stop()
         if self._publisher is not None:
             await self._publisher.stop()
+        await self._commit.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -266,10 +271,11 @@ class SensingRuntime:
     async def ingest(
         self, messages: list[RawMessage], *, source: str = "mqtt", refused: list[DeadLetter] | None = None
     ) -> IngestReport:
-        """Accept a batch of raw messages: dead letters and alerts are stored, and the readings written to the
-        lake (flushed, except for MQTT at QoS 0), before this returns (so an MQTT source may acknowledge
-        them). `refused`: dead letters
-        found before (HTTP items that named no registered device), stored with the others."""
+        """Accept a batch of raw messages: dead letters and alerts are stored before this returns, and the
+        readings are in the lake's buffer. HTTP readings are durable too when it returns; an MQTT source
+        acknowledging QoS 1 waits for `durable()` (one group-commit flush serves many batches; at QoS 0 the
+        periodic flush, `lake_flush_s`, is the promise). `refused`: dead letters found before (HTTP items
+        that named no registered device), stored with the others."""
         arrived = time.time()
         async with self._cpu:
             started = time.time()
@@ -277,6 +283,8 @@ class SensingRuntime:
         if events:
             await self.platform.bus.publish(*events)
             self._note_latency(events)
+        if source != "mqtt" and report.accepted:
+            await self._commit.request()  # the HTTP 200 promises the readings are kept
         done = time.time()
         # Where a reading's time goes: on its way here (device → broker → this process), waiting for the
         # CPU behind earlier batches, and being processed (decode, rules, lake, alerts, bus).
@@ -329,10 +337,6 @@ class SensingRuntime:
                 transitions.append((batch.device_type, found, batch))
         for batch in report.accepted:
             self.lake.append(batch)
-        if report.accepted and (source != "mqtt" or self.platform.settings.mqtt_qos == 1):
-            # An HTTP 200 or a QoS 1 acknowledgement promises the readings are kept: make them durable
-            # before either goes out. At QoS 0 the periodic flush (lake_flush_s) is the promise.
-            self._flush_lake()
         events = self._store(report.dead, transitions)
         self.counts["messages"] += len(messages)
         self.counts["accepted"] += report.accepted_count
@@ -469,11 +473,67 @@ class SensingRuntime:
             + (self.pipeline.nbytes if self.pipeline else 0)
             + sum(getattr(e, "nbytes", 0) for e in self.engines.values()),
             "counts": dict(self.counts),
+            "lake_buffered_rows": self.lake.buffered_rows if self.lake is not None else 0,
+            "lake_commits": self._commit.flushes,
             "alert_latency_ms": self.alert_latency_ms(),
             "ingest_stages_ms": self._stages.summary(),
             "mqtt": self._source.stats() if self._source is not None else None,
             "alerts_published_mqtt": self._publisher.published if self._publisher is not None else None,
         }
+
+
+class GroupCommit:
+    """Readings that must be durable before they are acknowledged (MQTT QoS 1, HTTP) share flushes:
+    `await request()` returns after a flush that began after the call, and one flush, started at most
+    `delay_s` after the first request, serves every request made meanwhile. So the cost of an fsync per
+    partition is paid per flush, not per batch, while ingest goes on."""
+
+    def __init__(self, flush: Any, delay_s: float) -> None:
+        self._flush = flush
+        self.delay_s = delay_s
+        self._waiting: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.flushes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sensing-commit")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        while self._waiting:  # nobody who was promised a flush is left waiting
+            await asyncio.sleep(self.delay_s or 0.001)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    def request(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        self._wake.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            waiting, self._waiting = self._waiting, []
+            try:
+                await self._flush()
+            except Exception as exc:  # noqa: BLE001 - every waiter learns it; the next flush retries
+                log.exception("lake flush for %d waiting acknowledgements failed", len(waiting))
+                for future in waiting:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                self.flushes += 1
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(None)
 
 
 class _StageTimes:

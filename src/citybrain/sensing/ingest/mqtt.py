@@ -30,6 +30,12 @@ coalescing, see `read_coalesce_s`). Reconnects are this module's too (exponentia
 fresh gmqtt client per connection), because gmqtt's own retry waits a fixed delay and cannot be told
 that a callback failed.
 
+Group commit: with `durable=request`, a batch that holds QoS 1 messages is acknowledged only when the
+awaitable that `request()` returns (after the callback) completes, and the source goes on delivering
+meanwhile; acknowledgements still go out in arrival order. So the callback can buffer what it was given
+and make many batches durable with one flush (one fsync), instead of flushing before each return. A
+promise that fails counts as a failed batch: the connection is reset and the broker resends.
+
 Shared subscriptions: `shared_group="ingest"` subscribes to `$share/ingest/{filter}`, so N sources with
 distinct client ids split the messages between them (MQTT 5; Mosquitto ≥ 1.6).
 """
@@ -64,6 +70,7 @@ RawMessage = tuple[str, bytes, float]
 """(topic, payload, received epoch seconds) — one MQTT message as the ingest pipeline takes it."""
 
 OnBatch = Callable[[list[RawMessage]], Awaitable[None]]
+Durability = Callable[[], Awaitable[None]]
 
 DEFAULT_TOPICS = ("city/+/+/+/telemetry",)
 SCHEMES = {"mqtt": (1883, False), "tcp": (1883, False), "mqtts": (8883, True), "ssl": (8883, True)}
@@ -193,6 +200,7 @@ class MqttSource:
         read_coalesce_s: float = 0.001,
         ssl_context: ssl_module.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
+        durable: Durability | None = None,
     ) -> None:
         self.address = parse_broker_url(url)
         if qos not in (0, 1):
@@ -210,6 +218,7 @@ class MqttSource:
         if not 2 <= receive_maximum <= 65535:
             raise InvalidInput.at("receive_maximum", "must be from 2 to 65535")
         self.on_batch = on_batch
+        self.durable = durable
         self.qos = qos
         self.filters = [f"$share/{shared_group}/{t}" if shared_group else t for t in topics]
         self.client_id = client_id or f"citybrain-ingest-{uuid.uuid4().hex[:12]}"
@@ -229,6 +238,10 @@ class MqttSource:
         self._batch: list[RawMessage] = []
         self._mids: list[int] = []
         self._queue: deque[tuple[int, list[RawMessage], list[int]]] = deque()
+        # Delivered batches whose acknowledgements wait for their durability promise, in arrival order.
+        self._acks: deque[tuple[int, list[int], asyncio.Future[None] | None]] = deque()
+        self._ack_wakeup = asyncio.Event()
+        self._acker: asyncio.Task[None] | None = None
         self._queued = 0
         self._timer: asyncio.TimerHandle | None = None
         self._wakeup = asyncio.Event()
@@ -273,6 +286,7 @@ class MqttSource:
         self._fatal = None
         self._idle.set()
         self._deliverer = asyncio.create_task(self._deliver(), name=f"mqtt-deliver-{self.client_id}")
+        self._acker = asyncio.create_task(self._acknowledge(), name=f"mqtt-ack-{self.client_id}")
         self._supervisor = asyncio.create_task(self._supervise(), name=f"mqtt-supervise-{self.client_id}")
         ready = asyncio.create_task(self._ready.wait())
         try:
@@ -329,16 +343,16 @@ class MqttSource:
         return self._connected
 
     async def _drained(self) -> None:
-        while self._queue or not self._idle.is_set():
+        while self._queue or not self._idle.is_set() or self._acks:
             await self._idle.wait()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.001 if self._acks else 0)
 
     async def _shutdown(self) -> None:
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in (self._supervisor, self._deliverer):
+        for task in (self._supervisor, self._deliverer, self._acker):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -348,7 +362,11 @@ class MqttSource:
         self._connected = False
         if client is not None:
             await self._close(client, graceful=True)
-        self._supervisor = self._deliverer = None
+        self._supervisor = self._deliverer = self._acker = None
+        for _, _, promise in self._acks:
+            if promise is not None:
+                promise.cancel()
+        self._acks.clear()
 
     # -- connection supervision --------------------------------------------------------------------------
 
@@ -671,13 +689,54 @@ class MqttSource:
                 self._delivered += len(messages)
                 self._delivered_since_connect = True
                 if mids:
-                    self._ack(epoch, mids)
+                    self._after_durable(epoch, mids)
             if self._paused and self._queued + len(self._batch) < self.max_pending // 2:
                 self._resume()
 
     def _fits(self, epoch: int, taken: int) -> bool:
         """Whether the next queued batch is of the same connection and still fits into one call."""
         return bool(self._queue) and self._queue[0][0] == epoch and taken + len(self._queue[0][1]) <= self.max_batch
+
+    def _after_durable(self, epoch: int, mids: list[int]) -> None:
+        if self.durable is None and not self._acks:
+            self._ack(epoch, mids)
+            return
+        promise = asyncio.ensure_future(self.durable()) if self.durable is not None else None
+        self._acks.append((epoch, mids, promise))
+        self._ack_wakeup.set()
+
+    async def _acknowledge(self) -> None:
+        """Send the acknowledgements of delivered batches in order, each once its promise completed."""
+        while True:
+            if not self._acks:
+                self._ack_wakeup.clear()
+                await self._ack_wakeup.wait()
+                continue
+            epoch, mids, promise = self._acks[0]
+            if promise is not None:
+                try:
+                    await asyncio.shield(promise)
+                except asyncio.CancelledError:
+                    if not promise.cancelled():
+                        raise
+                except Exception as exc:  # the readings were not made durable: the broker must resend
+                    self._failed_batches += 1
+                    log.error("MQTT %s: making %d messages durable failed (%s); resetting the connection",
+                              self.client_id, len(mids), exc)
+                    self._drop_acks(epoch)
+                    self._force_reconnect(epoch, f"durability failed: {type(exc).__name__}: {exc}")
+                    continue
+            if self._acks and self._acks[0][1] is mids:
+                self._acks.popleft()
+            self._ack(epoch, mids)
+
+    def _drop_acks(self, epoch: int) -> None:
+        """Forget the pending acknowledgements of a connection (what it delivered comes again)."""
+        kept = deque(entry for entry in self._acks if entry[0] != epoch)
+        for entry in self._acks:
+            if entry[0] == epoch and entry[2] is not None and not entry[2].done():
+                entry[2].add_done_callback(_retrieve)
+        self._acks = kept
 
     def _ack(self, epoch: int, mids: list[int]) -> None:
         client = self._client
@@ -691,6 +750,12 @@ class MqttSource:
 
 class _SubscriptionRefused(Exception):
     pass
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a promise's outcome as seen (nobody waits for it any more)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _skip_varint_block(data: bytes, at: int) -> int:

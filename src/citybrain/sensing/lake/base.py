@@ -34,16 +34,14 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
 
+from citybrain.sensing.batch import ReadingBatch
 from citybrain.sensing.devices.spec import SLUG
 from citybrain.sensing.lake.query import ExportFormat, TelemetryQuery, export_table
-
-if TYPE_CHECKING:
-    from citybrain.sensing.batch import ReadingBatch
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +119,12 @@ def to_long(batch: ReadingBatch) -> pa.Table:
     return pa.Table.from_arrays([ts, nums_array, measurement, value, text], schema=LONG_SCHEMA)
 
 
-def combine(tables: list[pa.Table]) -> pa.Table:
-    """Buffered long tables as one table with contiguous columns and one measurement dictionary."""
-    if len(tables) == 1:
-        return tables[0].unify_dictionaries().combine_chunks()
-    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+def _long_rows(batch: ReadingBatch) -> int:
+    """The rows `to_long` makes of a batch: its present values."""
+    numbers = sum(int(np.count_nonzero(~np.isnan(np.asarray(c, np.float64)))) for c in batch.values.values())
+    texts = sum(len(c) - (c.null_count if isinstance(c, pa.Array) else c.count(None))
+                for c in batch.texts.values())
+    return numbers + texts
 
 
 class TelemetryLake(ABC):
@@ -138,7 +137,7 @@ class TelemetryLake(ABC):
 
     def __init__(self, *, max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS) -> None:
         self.max_buffered_rows = max_buffered_rows
-        self._pending: dict[str, list[pa.Table]] = {}
+        self._pending: dict[str, list[ReadingBatch]] = {}
         self._pending_rows = 0
         self._buffer_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -147,19 +146,21 @@ class TelemetryLake(ABC):
     # ------------------------------------------------------------------ writing
 
     def append(self, batch: ReadingBatch) -> None:
-        """Buffer a batch's readings (in long format). They become durable and queryable at `flush()`."""
+        """Buffer a batch's readings. They become durable and queryable at `flush()`, which turns all
+        buffered batches of a type into one long table: per-batch conversion would cost the same few
+        array operations for every small batch the ingest hands over."""
         self._check_open()
         if not _SLUG_RE.match(batch.device_type):
             # Refused now: buffered, it would make every later flush fail.
             raise ValueError(f"device type {batch.device_type!r} is not a device type slug")
         if not len(batch):
             return
-        table = to_long(batch)
-        if not table.num_rows:
+        rows = _long_rows(batch)
+        if not rows:
             return
         with self._buffer_lock:
-            self._pending.setdefault(batch.device_type, []).append(table)
-            self._pending_rows += table.num_rows
+            self._pending.setdefault(batch.device_type, []).append(batch)
+            self._pending_rows += rows
             overflowing = self._pending_rows >= self.max_buffered_rows
         if overflowing:
             log.debug("lake buffer reached %d rows: flushing", self.max_buffered_rows)
@@ -183,11 +184,15 @@ class TelemetryLake(ABC):
             if not rows:
                 return 0
             try:
-                self._write({device_type: combine(tables) for device_type, tables in pending.items()})
+                tables = {device_type: to_long(ReadingBatch.concat(batches))
+                          for device_type, batches in pending.items()}
+                tables = {device_type: table for device_type, table in tables.items() if table.num_rows}
+                if tables:
+                    self._write(tables)
             except BaseException:
                 with self._buffer_lock:
-                    for device_type, tables in pending.items():
-                        self._pending[device_type] = tables + self._pending.get(device_type, [])
+                    for device_type, batches in pending.items():
+                        self._pending[device_type] = batches + self._pending.get(device_type, [])
                     self._pending_rows += rows
                 raise
             log.debug("lake flushed %d rows of %d device types", rows, len(pending))
