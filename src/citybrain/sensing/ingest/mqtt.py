@@ -719,7 +719,7 @@ class MqttSource:
                 except asyncio.CancelledError:
                     if not promise.cancelled():
                         raise
-                except Exception as exc:  # the readings were not made durable: the broker must resend
+                except Exception as exc:  # noqa: BLE001 - not durable, however it failed: resend
                     self._failed_batches += 1
                     log.error("MQTT %s: making %d messages durable failed (%s); resetting the connection",
                               self.client_id, len(mids), exc)
