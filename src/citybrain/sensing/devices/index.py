@@ -24,7 +24,8 @@ _MIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
 
 def id_hashes(ids: Sequence[str] | np.ndarray) -> np.ndarray:
     """64-bit hashes of device ids (ASCII, at most 64 bytes), vectorised: FNV-1a over the 8-byte words of the
-    zero-padded id, then a murmur-style finaliser so nearby ids spread over the whole range."""
+    zero-padded id, then a murmur-style finaliser so nearby ids spread over the whole range. Takes a list
+    of str or a NumPy byte-string array (longer ones are cut to 64 bytes)."""
     raw = np.asarray(ids, dtype=f"S{ID_BYTES}")
     words = np.ascontiguousarray(raw).view(np.uint64).reshape(-1, ID_BYTES // 8)
     with np.errstate(over="ignore"):
@@ -118,6 +119,10 @@ class DeviceIndex:
         if too_long.any():
             found[too_long] = 0
         return found
+
+    def lookup_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """Device numbers of ids given by their `id_hashes` (0 where unknown)."""
+        return self._found(hashes).astype(np.int64)
 
     def _found(self, hashes: np.ndarray) -> np.ndarray:
         if self._hashes.size == 0:
