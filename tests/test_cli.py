@@ -72,3 +72,13 @@ def test_bad_json_file_is_one_line(tmp_path):
     broken.write_text("[{", encoding="utf-8")
     result = runner.invoke(app, ["import", "entities", str(broken), "--home", str(tmp_path)])
     assert result.exit_code == 2 and "not JSON or NDJSON" in result.output
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CITYBRAIN_MQTT_QOS": "5"}, "CITYBRAIN_MQTT_QOS: Input should be less than or equal to 1"),
+    ({"CITYBRAIN_SENSING_SHARDS": "2", "CITYBRAIN_SENSING_SHARD": "2"}, "sensing_shard 2 is not below"),
+])
+def test_a_bad_setting_is_one_line_naming_it(tmp_path, env, message):
+    result = runner.invoke(app, ["migrate", "--home", str(tmp_path)], env=env)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output

@@ -46,7 +46,18 @@ BusOpt = Annotated[str, typer.Option("--bus", help="'memory' (in-process) or nat
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None and v != ""})
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None and v != ""})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            name = f"CITYBRAIN_{where.upper()}" if where else "settings"
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        _fail("; ".join(problems))
+        raise  # unreachable: _fail exits
 
 
 def _fail(message: str) -> None:

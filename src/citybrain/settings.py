@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,7 +50,17 @@ class Settings(BaseSettings):
     sensing_tick_s: float = Field(1.0, gt=0, description="How often silence rules and lake flushes run.")
     lake_flush_s: float = Field(5.0, gt=0, description="Most seconds an accepted reading waits to become queryable.")
     lake_commit_s: float = Field(0.02, ge=0, description="Most seconds a QoS 1 acknowledgement or an HTTP reply waits for the lake flush that makes its readings durable; one flush (one fsync) serves everything that arrived meanwhile.")
+    sensing_shards: int = Field(1, ge=1, le=1024, description="Ingest workers the devices are split over (by town); see docs/sensing.md.")
+    sensing_shard: int = Field(0, ge=0, description="The shard this ingest worker owns, 0 … sensing_shards - 1.")
+    telemetry_nats: str = Field("", description="NATS JetStream to take sharded telemetry from (nats://host:4222), as `citybrain sensing relay` puts it there; instead of MQTT.")
+    telemetry_stream: str = Field("CITYBRAIN_TELEMETRY", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="JetStream stream of the sharded telemetry; subjects telemetry.{stream}.{shard}.")
     vitals_interval_s: float = Field(60.0, gt=0, description="How often vital signs are computed and stored.")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> Settings:
+        if self.sensing_shard >= self.sensing_shards:
+            raise ValueError(f"sensing_shard {self.sensing_shard} is not below sensing_shards {self.sensing_shards}")
+        return self
 
     @property
     def database_url(self) -> str:

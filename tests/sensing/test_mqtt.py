@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,8 @@ import pytest
 from citybrain.core.errors import InvalidInput
 from citybrain.sensing.ingest.mqtt import BrokerUnavailable, MqttSource, RawMessage, parse_broker_url
 from citybrain.sim import wire
-from tests.services import MQTT_HOST, MQTT_PORT, require_mqtt, require_service
+from tests.sensing.processes import require_mosquitto_binary
+from tests.services import MQTT_HOST, MQTT_PORT, require_mqtt
 
 BROKER = f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
 
@@ -393,10 +393,7 @@ def _start_mosquitto(config: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.anyio
 async def test_the_source_reconnects_when_the_broker_comes_back(root: str, tmp_path: Path,
                                                              started: list[MqttSource]) -> None:
-    require_mqtt()  # the system broker's presence says Mosquitto is installed here
-    if shutil.which("mosquitto") is None:
-        # Fails under CITYBRAIN_REQUIRE_SERVICES=1, skips elsewhere.
-        require_service("mosquitto binary", "127.0.0.1", 1)
+    require_mosquitto_binary()
     port = _free_port()
     config = tmp_path / "mosquitto.conf"
     # No persistence: the restarted broker has forgotten the session, so the source must subscribe again.

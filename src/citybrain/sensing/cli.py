@@ -314,3 +314,98 @@ def query_telemetry(
         )
     console.print(result)
     console.print(f"{table.num_rows} rows")
+
+
+@telemetry_app.command("relay")
+def relay(
+    shards: Annotated[int, typer.Option("--shards", min=1, max=1024,
+                                        help="Ingest workers the devices are split over (by town).")],
+    broker: Annotated[str, typer.Option("--broker", help="MQTT broker the devices publish to.")] = "",
+    nats_url: Annotated[str, typer.Option("--nats", help="NATS JetStream the workers read from.")] = "",
+    qos: Annotated[int, typer.Option("--qos", min=0, max=1, help="QoS of the MQTT subscription.")] = 1,
+    client_id: Annotated[str, typer.Option("--client-id", help="Stable MQTT client id of this relay "
+                                                               "(its QoS 1 session); one per relay.")] = "",
+    share_group: Annotated[str, typer.Option("--share-group", help="MQTT 5 shared-subscription group of "
+                                                                   "the relays.")] = "citybrain-relay",
+    reload_s: Annotated[float, typer.Option("--reload-s", min=1.0,
+                                            help="How often to reload the device index.")] = 60.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Stop after this long (0: until Ctrl-C).")] = 0,
+    stream: Annotated[str, typer.Option("--stream", help="JetStream stream of the telemetry.")] = "",
+    db: DbOpt = "",
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Forward device telemetry from MQTT to NATS JetStream, one subject per shard, for N ingest workers
+    (`CITYBRAIN_TELEMETRY_NATS`, `CITYBRAIN_SENSING_SHARDS`, `CITYBRAIN_SENSING_SHARD`). A device's shard is
+    its town's, so area rules see whole areas. At QoS 1 a message is acknowledged to the broker only after
+    JetStream stored it. Run as many relays as the broker's load needs: they share one subscription."""
+    import asyncio
+    import logging
+    import os
+
+    from citybrain.cli import _settings
+    from citybrain.core.errors import CityBrainError
+
+    settings = _settings(db=db, home=home)
+    broker = broker or settings.mqtt
+    nats_url = nats_url or settings.telemetry_nats
+    if not broker:
+        _fail("--broker (or CITYBRAIN_MQTT) is required: the MQTT broker the devices publish to")
+    if not nats_url:
+        _fail("--nats (or CITYBRAIN_TELEMETRY_NATS) is required: the JetStream the workers read from")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    platform = _open(db, home)
+    try:
+        client_id = client_id or f"citybrain-relay-{os.getpid()}"
+        asyncio.run(_relay(platform, shards, broker, nats_url, qos, client_id, share_group, reload_s, seconds,
+                           stream or settings.telemetry_stream))
+    except CityBrainError as exc:
+        _fail(exc.detail)
+    except OSError as exc:
+        _fail(f"cannot reach NATS at {nats_url}: {exc}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        platform.dispose()
+
+
+async def _relay(platform: Any, shards: int, broker: str, nats_url: str, qos: int, client_id: str,
+                 share_group: str, reload_s: float, seconds: float, stream: str) -> None:
+    import asyncio
+    import time
+
+    import anyio
+
+    from citybrain.sensing.devices import service as devices
+    from citybrain.sensing.ingest.jetstream import TelemetryRelay
+    from citybrain.sensing.ingest.mqtt import MqttSource
+    from citybrain.sensing.runtime import device_types
+    from citybrain.sensing.shards import ShardRouter
+
+    types = list(device_types())
+    districts = {code for code, unit in platform.org_tree.units.items() if unit.kind == "district"}
+
+    def router() -> ShardRouter:
+        with platform.session() as session:
+            index = devices.load_index(session, types=types, org_tree=platform.org_tree)
+        return ShardRouter(index, platform.org_tree, shards, index.type_codes, districts)
+
+    current = await anyio.to_thread.run_sync(router)
+    relay = TelemetryRelay(nats_url, lambda messages: current(messages), shards, stream=stream)
+    await relay.start()
+    source = MqttSource(broker, relay.forward, qos=qos, client_id=client_id, shared_group=share_group,
+                        max_batch=20_000, max_delay_s=0.005, max_pending=200_000)
+    await source.start()
+    console.print(f"relaying {broker} → {nats_url} (stream {stream}) over {shards} shards "
+                  f"({len(current.index):,} devices indexed)")
+    console.file.flush()  # a supervisor reading a pipe waits for this line
+    started = last_reload = time.monotonic()
+    try:
+        while not seconds or time.monotonic() - started < seconds:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - last_reload >= reload_s:
+                current = await anyio.to_thread.run_sync(router)
+                last_reload = time.monotonic()
+    finally:
+        await source.stop()
+        await relay.stop()
+        console.print(f"relayed {relay.forwarded:,} messages in {relay.published:,} JetStream messages")

@@ -13,11 +13,11 @@ from fastapi.responses import Response
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
 from citybrain.core.errors import CityBrainError, InvalidInput, NotFound, PayloadTooLarge
 from citybrain.hub.background import find_service
+from citybrain.sensing import telemetry
 from citybrain.sensing.alerts import service as alerts
 from citybrain.sensing.alerts.events import AlertUpdated
 from citybrain.sensing.devices import service as devices
 from citybrain.sensing.devices.models import DeadLetterRow, DeviceRow
-from citybrain.sensing import telemetry
 from citybrain.sensing.runtime import SensingRuntime
 from citybrain.sensing.vitals import service as vitals
 

@@ -34,6 +34,7 @@ from citybrain.sensing.devices.models import DeadLetterRow
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.ingest.pipeline import DeadLetter, IngestPipeline, IngestReport, RawMessage
 from citybrain.sensing.rules.spec import Transitions
+from citybrain.sensing.shards import owned_devices
 from citybrain.sensing.vitals import service as vitals
 from citybrain.sensing.vitals.spec import BUILTIN_INDICATORS
 
@@ -75,7 +76,9 @@ class SensingRuntime:
         self._last_flush = time.monotonic()
         # Lake flushes take this, not the CPU lock: ingest goes on while the periodic flush writes files.
         self._flush_lock = threading.Lock()
-        self._commit = GroupCommit(lambda: self.platform.run(self._flush_lake), platform.settings.lake_commit_s)
+        self._commit = GroupCommit(
+            lambda: self.platform.run(self._flush_lake), platform.settings.lake_commit_s
+        )
         self.latest = vitals.LatestReadings(self.types)
         self._latency = np.zeros(LATENCY_SAMPLES)
         self._stages = _StageTimes()
@@ -90,7 +93,18 @@ class SensingRuntime:
         self._tasks.append(asyncio.create_task(self._ticker(), name="sensing-tick"))
         self._tasks.append(asyncio.create_task(self._vitals_loop(), name="sensing-vitals"))
         settings = self.platform.settings
-        if settings.mqtt:
+        if settings.telemetry_nats:
+            from citybrain.sensing.ingest.jetstream import JetStreamSource
+
+            self._source = JetStreamSource(
+                settings.telemetry_nats,
+                self.ingest,
+                shard=settings.sensing_shard,
+                durable=self._commit.request,
+                stream=settings.telemetry_stream,
+            )
+            await self._source.start()
+        elif settings.mqtt:
             from citybrain.sensing.ingest.mqtt import MqttSource
 
             self._source = MqttSource(
@@ -110,6 +124,7 @@ class SensingRuntime:
             log.info(
                 "sensing: taking telemetry from %s (QoS %d)", self._source.address.url, settings.mqtt_qos
             )
+        if settings.mqtt:
             from citybrain.sensing.alerts.mqtt import AlertPublisher
 
             district = next(iter(sorted(self._districts())), "unknown")
@@ -132,8 +147,8 @@ class SensingRuntime:
         for task in self._tasks:
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
-                pass
+            except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001 - stopping anyway
+                log.debug("sensing task ended with %r", exc)
         self._tasks.clear()
         if self.lake is not None:
             async with self._cpu:
@@ -157,6 +172,7 @@ class SensingRuntime:
             self.alerts = AlertManager(self.index.org_units)
             self.alerts.load(session)
         self.pipeline = IngestPipeline(index=self.index, types=self.types, districts=self._districts())
+        self._assign_shard()
         self._build_engines()
         from citybrain.scenarios import scenario_indicators
 
@@ -174,6 +190,32 @@ class SensingRuntime:
             len(self.types),
             self.index.nbytes / 1e6,
         )
+
+    @property
+    def _from_jetstream(self) -> bool:
+        return self._source is not None and bool(self.platform.settings.telemetry_nats)
+
+    @property
+    def sharded(self) -> bool:
+        return self.platform.settings.sensing_shards > 1
+
+    def _assign_shard(self) -> None:
+        """With N workers, tell the pipeline which devices are this worker's (sensing.shards)."""
+        if self.sharded and self.pipeline is not None:
+            settings = self.platform.settings
+            self.pipeline.owned = owned_devices(
+                self.index, self.platform.org_tree, settings.sensing_shards, settings.sensing_shard
+            )
+
+    def _owned_locals(self, device_type: str, locals_: np.ndarray) -> np.ndarray:
+        """Of these positions of a type, the ones of devices this worker owns."""
+        if self.pipeline is None or self.pipeline.owned is None:
+            return locals_
+        code = self.index.type_codes[device_type]
+        nums = np.flatnonzero(self.index.type_code == code)
+        mine = np.zeros(self.index.capacity(device_type), bool)
+        mine[self.index.local[nums]] = self.pipeline.owned[nums]
+        return locals_[mine[locals_]]
 
     def _districts(self) -> set[str]:
         return {code for code, unit in self.platform.org_tree.units.items() if unit.kind == "district"}
@@ -205,16 +247,22 @@ class SensingRuntime:
             engine = RuleEngine(spec, rules, max(1, capacity), areas=self._area_arrays(slug))
             # Silence counts from now for devices registered before this start: a device that never reports
             # again goes stale after its rule's after_s, not never.
-            engine.register_devices(np.arange(capacity, dtype=np.int64), time.time())
+            every = np.arange(capacity, dtype=np.int64)
+            engine.register_devices(self._owned_locals(slug, every), time.time())
             self.engines[slug] = engine
 
     async def _vitals_loop(self) -> None:
         interval = self.platform.settings.vitals_interval_s
+        if self.sharded:
+            # An indicator per org unit needs every device of the unit; a worker sees its shard only.
+            log.info("sensing: shard %d of %d records no vital signs", self.platform.settings.sensing_shard,
+                     self.platform.settings.sensing_shards)
+            return
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.record_vitals()
-            except Exception:  # noqa: BLE001 - the next round retries; the loop must outlive a bad one
+            except Exception:
                 log.exception("computing vital signs failed")
 
     async def record_vitals(self) -> int:
@@ -257,11 +305,12 @@ class SensingRuntime:
                     self.engines[slug].grow(self.index.capacity(slug), areas=self._area_arrays(slug))
                 if self.pipeline is not None:
                     self.pipeline.fit()
+                    self._assign_shard()
                 now = time.time()
                 for slug in {r["device_type"] for r in rows}:
                     locals_ = np.array([r["local"] for r in rows if r["device_type"] == slug], np.int64)
                     engine = self.engines[slug]
-                    engine.register_devices(locals_, now)
+                    engine.register_devices(self._owned_locals(slug, locals_), now)
         if events:
             await platform.bus.publish(*events)
         return outcome
@@ -477,7 +526,12 @@ class SensingRuntime:
             "lake_commits": self._commit.flushes,
             "alert_latency_ms": self.alert_latency_ms(),
             "ingest_stages_ms": self._stages.summary(),
-            "mqtt": self._source.stats() if self._source is not None else None,
+            "mqtt": self._source.stats() if self._source is not None and not self._from_jetstream else None,
+            "jetstream": self._source.stats() if self._from_jetstream else None,
+            "shard": {
+                "shard": self.platform.settings.sensing_shard,
+                "shards": self.platform.settings.sensing_shards,
+            },
             "alerts_published_mqtt": self._publisher.published if self._publisher is not None else None,
         }
 
@@ -524,7 +578,7 @@ class GroupCommit:
             waiting, self._waiting = self._waiting, []
             try:
                 await self._flush()
-            except Exception as exc:  # noqa: BLE001 - every waiter learns it; the next flush retries
+            except Exception as exc:
                 log.exception("lake flush for %d waiting acknowledgements failed", len(waiting))
                 for future in waiting:
                     if not future.done():

@@ -14,7 +14,6 @@ from citybrain.core.errors import FieldError, InvalidInput
 from citybrain.sensing.devices.models import DeviceRow
 from citybrain.sensing.lake.query import TelemetryQuery
 
-
 API_NAMES = {
     "bucket_s": "bucket",
     "aggregations": "agg",

@@ -47,7 +47,7 @@ class AlertPublisher:
                 self.client.connect(self.address.host, self.address.port, ssl=self.address.tls, keepalive=60),
                 timeout=10,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             # The platform still starts; gmqtt keeps trying and the first publishes wait for it.
             log.warning("alert publisher: broker %s not reachable yet (%s)", self.address.url, exc)
         for kind in EVENT_NAMES:
@@ -59,7 +59,7 @@ class AlertPublisher:
         self._unsubscribers.clear()
         try:
             await asyncio.wait_for(self.client.disconnect(), timeout=5)
-        except (OSError, asyncio.TimeoutError, AttributeError):
+        except (TimeoutError, OSError, AttributeError):
             pass
 
     async def _publish(self, event: AlertRaised | AlertUpdated | AlertCleared) -> None:

@@ -695,7 +695,8 @@ class MqttSource:
 
     def _fits(self, epoch: int, taken: int) -> bool:
         """Whether the next queued batch is of the same connection and still fits into one call."""
-        return bool(self._queue) and self._queue[0][0] == epoch and taken + len(self._queue[0][1]) <= self.max_batch
+        queue = self._queue
+        return bool(queue) and queue[0][0] == epoch and taken + len(queue[0][1]) <= self.max_batch
 
     def _after_durable(self, epoch: int, mids: list[int]) -> None:
         if self.durable is None and not self._acks:

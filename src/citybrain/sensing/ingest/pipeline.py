@@ -62,6 +62,8 @@ class IngestPipeline:
         self.last_seq = np.full(size, -1, np.int64)
         self.last_seen = np.full(size, np.nan)  # arrival time, for online status
         self.counts: Counter[str] = Counter()
+        # With N ingest workers, which device numbers this one owns (see sensing.shards); None: all.
+        self.owned: np.ndarray | None = None
         self._type_slugs = list(types)
         self._type_codes = {slug: code for code, slug in enumerate(self._type_slugs)}
 
@@ -74,6 +76,8 @@ class IngestPipeline:
                 new = np.full(size, fill, old.dtype)
                 new[: old.size] = old
                 setattr(self, name, new)
+            if self.owned is not None:  # devices indexed since: not ours until the runtime says so
+                self.owned = np.concatenate([self.owned, np.zeros(size - self.owned.size, bool)])
 
     def resume(self, nums: np.ndarray, newest_ts: np.ndarray) -> None:
         """Start from stored state: a reading no newer than its device's newest stored one is a duplicate
@@ -93,7 +97,10 @@ class IngestPipeline:
         report = IngestReport()
         parsed = parse_topics([m[0] for m in messages], self._type_codes, self.districts)
         type_of = parsed.type_of
-        for position in np.flatnonzero(type_of < 0).tolist():
+        bad = np.flatnonzero(type_of < 0)
+        if self.owned is not None and not self.owned[0]:
+            bad = bad[:0]  # malformed topics are shard 0's to keep
+        for position in bad.tolist():
             topic, payload, received = messages[position]
             p = topic.split("/")
             if len(p) != 5 or p[0] != "city" or p[4] != "telemetry":
@@ -109,10 +116,15 @@ class IngestPipeline:
             nums = np.zeros(len(messages), np.int64)
             nums[valid] = self.index.lookup_hashes(parsed.id_hash[valid])
             nums[parsed.too_long] = 0
+            if self.owned is not None:
+                mine = self.owned[nums[valid]]
+                self.counts["other_shard"] += int(valid.size - mine.sum())
+                valid = valid[mine]
             codes = type_of[valid]
             for code in np.unique(codes).tolist():
                 positions = valid[codes == code]
-                self._process_type(self._type_slugs[code], positions, nums[positions], messages, source, report)
+                slug = self._type_slugs[code]
+                self._process_type(slug, positions, nums[positions], messages, source, report)
         self.counts["dead"] += len(report.dead)
         self.counts["duplicates"] += report.duplicates
         self.counts["out_of_order"] += report.out_of_order
@@ -155,7 +167,8 @@ class IngestPipeline:
         decoded = self.decoders[device_type].decode([messages[p][1] for p in chosen])
         for row, reason in decoded.errors:
             topic, payload, received = messages[chosen[row]]
-            report.dead.append(_dead(source, topic, device_id_of(topic), reason, payload, received, chosen[row]))
+            device_id = device_id_of(topic)
+            report.dead.append(_dead(source, topic, device_id, reason, payload, received, chosen[row]))
         rows = decoded.rows
         if rows.size == 0:
             return
