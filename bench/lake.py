@@ -22,8 +22,8 @@ is ANALYZEd (autovacuum would do it after such a load).
     .venv/bin/python bench/lake.py --rows 1000000      # quick
     .venv/bin/python bench/lake.py --backends parquet
 
-Prints a table and writes the figures as a flat JSON object to bench/results/lake.json. The maintainer
-copies them to BENCHMARKS.md; this script does not.
+Prints a table, appends the figures (date, command, machine) to BENCHMARKS.md and writes them as a flat
+JSON object to bench/results/lake.json.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recording import append_section, figure_table, write_json
 
 from citybrain.sensing.batch import ReadingBatch
 from citybrain.sensing.devices.spec import DeviceTypeSpec
@@ -294,9 +296,9 @@ def main() -> int:
                 "command": " ".join(["bench/lake.py", *sys.argv[1:]])}
 
     print_table(figures, backends)
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"wrote {RESULTS_JSON.relative_to(REPO)}")
+    write_json("lake", figures)
+    append_section("lake", "lake.py", figure_table(figures))
+    print(f"wrote {RESULTS_JSON.relative_to(REPO)} and appended to BENCHMARKS.md")
     return 0
 
 

@@ -12,7 +12,8 @@ The readings are generated before the clock starts (a pool replayed with later t
 devices rotated, so the readings spread over the whole fleet); only `observe` is timed. Three ticks are
 timed separately: one that scans every device, one in which every device is silent, one with nothing due.
 
-It prints a table and writes the figures as a flat JSON object to bench/results/rules.json.
+It prints a table, appends the figures to BENCHMARKS.md and writes them as a flat JSON object to
+bench/results/rules.json.
 
     .venv/bin/python bench/rules.py                         # 3 M devices, 6 M readings (≈ 1 min)
     .venv/bin/python bench/rules.py --devices 300000 --readings 1000000
@@ -21,7 +22,6 @@ It prints a table and writes the figures as a flat JSON object to bench/results/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform as py_platform
 import resource
@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from recording import append_section, figure_table, write_json
 
 from citybrain.scenarios import scenario_device_types
 from citybrain.sensing.batch import ReadingBatch
@@ -191,9 +193,11 @@ def main() -> None:
     console.print(f"tick over all types: scan {scan_ms:.1f} ms ({raised_on_scan:,} raised), every device "
                   f"silent {tick_ms:.1f} ms ({raised_on_tick:,} raised), nothing due {idle_tick_us:.0f} µs")
     if not args.no_record:
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {RESULTS_JSON.relative_to(ROOT)}")
+        write_json("rules", figures)
+        append_section("rules", "rules.py", [
+            f"- load: {args.devices:,} devices of 7 types, batches of {figures['batch_readings']:,} readings", "",
+            *figure_table(figures)])
+        console.print(f"wrote {RESULTS_JSON.relative_to(ROOT)} and appended to BENCHMARKS.md")
 
 
 if __name__ == "__main__":
