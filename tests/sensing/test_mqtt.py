@@ -25,7 +25,7 @@ import pytest
 from citybrain.core.errors import InvalidInput
 from citybrain.sensing.ingest.mqtt import BrokerUnavailable, MqttSource, RawMessage, parse_broker_url
 from citybrain.sim import wire
-from tests.sensing.processes import require_mosquitto_binary
+from tests.sensing.processes import own_broker, require_mosquitto_binary
 from tests.services import MQTT_HOST, MQTT_PORT, require_mqtt
 
 BROKER = f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
@@ -196,6 +196,39 @@ async def test_qos1_acknowledges_only_after_the_callback_returned(root: str,
     await got.wait_for(120)
     await asyncio.sleep(0.05)
     assert source.stats()["acked"] == 120
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_a_busy_callback_stops_the_reading_at_max_pending(root: str, tmp_path: Path,
+                                                                 started: list[MqttSource]) -> None:
+    """Behind the callback, the source holds at most max_pending messages (plus one socket read) and
+    leaves the rest with TCP and the broker, instead of reading everything into memory."""
+    release = asyncio.Event()
+    got = Collector()
+
+    async def busy(messages: list[RawMessage]) -> None:
+        await release.wait()
+        await got(messages)
+
+    with own_broker(tmp_path) as url:  # keeps every queued QoS 1 message (the system broker keeps 1,000)
+        source = await start(started, url, busy, topics=[f"{root}/#"], qos=1, client_id=f"{root}-ingest",
+                             max_batch=100, max_pending=500, session_expiry_s=30)
+        sent = telemetry(root, 20_000)
+        publishing = asyncio.create_task(publish(sent, qos=1, url=url))
+        deadline = time.monotonic() + 10
+        while not source.stats()["reading_paused"]:
+            assert time.monotonic() < deadline, source.stats()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the broker goes on offering; the source must not take it
+        held = source.stats()["messages"] - source.stats()["delivered"]
+        assert held <= 500 + 1200, source.stats()  # one 64 KB read holds about 1,100 of these messages
+        release.set()
+        await publishing
+        await got.wait_for(len(sent), timeout=30)
+        assert {(t, p) for t, p, _ in got.messages} == set(sent)
+        await source.stop()
+        started.remove(source)
 
 
 @pytest.mark.integration

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import threading
@@ -47,6 +48,7 @@ AREA_KINDS = ("village", "town")
 LATENCY_SAMPLES = 100_000
 STAGE_SAMPLES = 10_000
 RESUME_WINDOW = timedelta(days=2)
+BEHIND_SLACK_S = 1.0  # transit below this is normal (device → broker → here), not a backlog
 
 
 def device_types() -> dict[str, DeviceTypeSpec]:
@@ -83,6 +85,7 @@ class SensingRuntime:
         self._latency = np.zeros(LATENCY_SAMPLES)
         self._stages = _StageTimes()
         self._latency_count = 0
+        self._behind_s = 0.0  # how far the telemetry taken in lags the devices' clocks, beyond the usual
         self.vital_signs: vitals.VitalSigns | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -267,26 +270,28 @@ class SensingRuntime:
 
     async def record_vitals(self) -> int:
         """Compute every indicator for every org unit now and store the values; returns rows written."""
-        async with self._cpu:  # the state arrays hold still while they are read …
-            values = await self.platform.run(self._compute_vitals)
-        return await self.platform.run(self._store_vitals, values)  # … the store write need not hold them
+        async with self._cpu:  # the state arrays hold still while they are copied (a few ms) …
+            state = await self.platform.run(self._vitals_state)
+        # … and the indicators are computed from the copy and stored while ingest goes on.
+        assert self.vital_signs is not None
+        values = await self.platform.run(self.vital_signs.compute, state)
+        return await self.platform.run(self._store_vitals, values)
 
     def _store_vitals(self, values: dict[str, np.ndarray]) -> int:
         with self.platform.transaction() as session:
             return vitals.store(session, values=values, org_units=self.index.org_units,
                                 at=self.platform.clock.now())
 
-    def _compute_vitals(self) -> dict[str, np.ndarray]:
+    def _vitals_state(self) -> vitals.SensingState:
         assert self.vital_signs is not None and self.pipeline is not None and self.alerts is not None
-        state = vitals.SensingState(
-            self.index,
+        return vitals.SensingState(
+            copy.copy(self.index),  # registration replaces grown arrays; the copy keeps these
             self.types,
-            self.pipeline.last_seen,
-            self.latest,
+            self.pipeline.last_seen.copy(),
+            self.latest.snapshot(),
             self.alerts.open_alerts(),
             time.time(),
         )
-        return self.vital_signs.compute(state)
 
     # ------------------------------------------------------------------ registration
 
@@ -337,9 +342,10 @@ class SensingRuntime:
         done = time.time()
         # Where a reading's time goes: on its way here (device → broker → this process), waiting for the
         # CPU behind earlier batches, and being processed (decode, rules, lake, alerts, bus).
-        self._stages.note(
-            transit=self._transit(report, arrived), queued=started - arrived, processed=done - started
-        )
+        transit = self._transit(report, arrived)
+        if transit is not None and source == "mqtt":
+            self._behind_s = max(0.0, transit - BEHIND_SLACK_S)
+        self._stages.note(transit=transit, queued=started - arrived, processed=done - started)
         return report
 
     @staticmethod
@@ -432,8 +438,12 @@ class SensingRuntime:
         while True:
             await asyncio.sleep(interval)
             try:
+                # Silence is judged on the clock of the telemetry taken in: when ingest runs L seconds
+                # behind the devices (readings waiting at the broker), a device is not called silent for
+                # readings still on their way. (If the feed stops altogether, the last lag still applies.)
+                moment = time.time() - self._behind_s
                 async with self._cpu:
-                    events = await self.platform.run(self._tick_sync, time.time())
+                    events = await self.platform.run(self._tick_sync, moment)
                 if events:
                     await self.platform.bus.publish(*events)
                 if time.monotonic() - self._last_flush >= self.platform.settings.lake_flush_s:
@@ -524,6 +534,7 @@ class SensingRuntime:
             "counts": dict(self.counts),
             "lake_buffered_rows": self.lake.buffered_rows if self.lake is not None else 0,
             "lake_commits": self._commit.flushes,
+            "behind_s": round(self._behind_s, 3),
             "alert_latency_ms": self.alert_latency_ms(),
             "ingest_stages_ms": self._stages.summary(),
             "mqtt": self._source.stats() if self._source is not None and not self._from_jetstream else None,

@@ -156,8 +156,22 @@ class _SourceClient(gmqtt.Client):
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         connection = await super()._create_connection(*args, **kwargs)
         source, epoch = self.source, self.epoch
+        protocol = connection._protocol
         # Installed before CONNECT is sent, so every packet of this connection passes the source's reader.
-        connection._protocol._read_packet = lambda data: source._feed(epoch, connection, data)
+        protocol._read_packet = lambda data: source._feed(epoch, connection, data)
+        # Flow control lives here, in front of gmqtt's read loop, not on the transport: the StreamReader
+        # gmqtt reads through pauses and resumes the transport itself as its buffer fills and drains, which
+        # undoes a pause_reading() of ours. Held here, the loop stops taking data, the reader's buffer fills,
+        # the reader pauses the socket and TCP pushes back on the broker.
+        read = protocol.read
+
+        async def gated_read(n: int = -1) -> bytes:
+            gate = source._reading
+            if not gate.is_set() and epoch == source._live_epoch:
+                await gate.wait()
+            return await read(n)
+
+        protocol.read = gated_read
         self.transport = connection._transport
         return connection
 
@@ -254,6 +268,8 @@ class MqttSource:
         self._paused = False
         self._coalescing = False
         self._stopping = False
+        self._reading = asyncio.Event()  # open: gmqtt's read loop may take more data (see gated_read)
+        self._reading.set()
         self._connected = False
         self._connected_at = 0.0
         self._delivered_since_connect = False
@@ -307,10 +323,7 @@ class MqttSource:
         if self._supervisor is None:
             return
         self._stopping = True
-        client = self._client
-        if client is not None and getattr(client, "transport", None) is not None:
-            with contextlib.suppress(Exception):
-                client.transport.pause_reading()
+        self._update_gate()
         self._cut()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drained(), timeout)
@@ -498,7 +511,8 @@ class MqttSource:
         if self._timer is not None and not self._batch:
             self._timer.cancel()
             self._timer = None
-        self._paused = False
+        self._paused = self._coalescing = False
+        self._update_gate()
 
     async def _close(self, client: _SourceClient, *, graceful: bool) -> None:
         connection = client._connection
@@ -542,20 +556,21 @@ class MqttSource:
             if self._queued + len(self._batch) >= self.max_pending and not self._paused:
                 self._pause(connection)
         if self.read_coalesce_s and len(data) < COALESCE_BELOW and not self._paused and not self._coalescing:
-            # A small read: let the kernel gather more before the next one (see `read_coalesce_s`).
-            with contextlib.suppress(Exception):
-                transport = connection._transport
-                transport.pause_reading()
-                self._coalescing = True
-                asyncio.get_running_loop().call_later(self.read_coalesce_s, self._end_coalescing, epoch,
-                                                      transport)
+            # A small read: let more gather before the next one (see `read_coalesce_s`).
+            self._coalescing = True
+            self._update_gate()
+            asyncio.get_running_loop().call_later(self.read_coalesce_s, self._end_coalescing)
         return pos
 
-    def _end_coalescing(self, epoch: int, transport: Any) -> None:
+    def _end_coalescing(self) -> None:
         self._coalescing = False
-        if epoch == self._live_epoch and not self._paused and not self._stopping:
-            with contextlib.suppress(Exception):
-                transport.resume_reading()
+        self._update_gate()
+
+    def _update_gate(self) -> None:
+        if self._paused or self._coalescing or self._stopping:
+            self._reading.clear()
+        else:
+            self._reading.set()
 
     def _parse(self, epoch: int, connection: Any, data: bytes) -> tuple[int, int, int]:
         """The per-message loop: returns (bytes parsed, messages, redelivered messages)."""
@@ -641,16 +656,12 @@ class MqttSource:
         self._wakeup.set()
 
     def _pause(self, connection: Any) -> None:
-        with contextlib.suppress(Exception):
-            connection._transport.pause_reading()
-            self._paused = True
+        self._paused = True
+        self._update_gate()
 
     def _resume(self) -> None:
-        client = self._client
         self._paused = False
-        if client is not None and client.transport is not None and not self._stopping:
-            with contextlib.suppress(Exception):
-                client.transport.resume_reading()
+        self._update_gate()
 
     # -- delivery ----------------------------------------------------------------------------------------
 

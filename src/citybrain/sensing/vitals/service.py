@@ -71,6 +71,12 @@ class LatestReadings:
     def nbytes(self) -> int:
         return sum(c.nbytes for cols in self.columns.values() for c in cols.values())
 
+    def snapshot(self) -> LatestReadings:
+        """A copy that later updates leave alone (vital signs are computed from one, off the ingest lock)."""
+        copy = LatestReadings.__new__(LatestReadings)
+        copy.columns = {slug: {name: c.copy() for name, c in cols.items()} for slug, cols in self.columns.items()}
+        return copy
+
 
 IndicatorKind = Callable[[IndicatorSpec, SensingState, np.ndarray], tuple[np.ndarray, np.ndarray]]
 indicator_kinds: Registry[IndicatorKind] = Registry("indicator kind")
