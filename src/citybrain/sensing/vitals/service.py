@@ -237,22 +237,28 @@ class VitalSigns:
         return out
 
 
-def store(session: Session, *, values: dict[str, np.ndarray], org_units: Sequence[str], at: datetime) -> int:
-    """Write one moment of every indicator (units with nothing to measure are skipped)."""
+def vital_rows(values: dict[str, np.ndarray], org_units: Sequence[str], at: datetime) -> list[dict[str, Any]]:
+    """One moment of every indicator as rows (units with nothing to measure are skipped)."""
     rows: list[dict[str, Any]] = []
     for slug, column in values.items():
-        for position in np.flatnonzero(~np.isnan(column)).tolist():
-            rows.append(
-                {
-                    "org_unit": org_units[position],
-                    "indicator": slug,
-                    "ts": at,
-                    "value": float(column[position]),
-                }
-            )
+        present = np.flatnonzero(~np.isnan(column))
+        rows += [
+            {"org_unit": org_units[position], "indicator": slug, "ts": at, "value": value}
+            for position, value in zip(present.tolist(), column[present].tolist(), strict=True)
+        ]
+    return rows
+
+
+def store_rows(session: Session, rows: list[dict[str, Any]]) -> int:
     if rows:
-        session.execute(sa.insert(VitalSignRow), rows)
+        # Core executemany on the table: the ORM's bulk path costs several times as much per row.
+        session.execute(VitalSignRow.__table__.insert(), rows)
     return len(rows)
+
+
+def store(session: Session, *, values: dict[str, np.ndarray], org_units: Sequence[str], at: datetime) -> int:
+    """Write one moment of every indicator (units with nothing to measure are skipped)."""
+    return store_rows(session, vital_rows(values, org_units, at))
 
 
 def latest(session: Session, *, org_unit: str) -> list[VitalSignRow]:
