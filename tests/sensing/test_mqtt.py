@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 
 from citybrain.core.errors import InvalidInput
-from citybrain.sensing.ingest.mqtt import BrokerUnavailable, MqttSource, RawMessage, parse_broker_url
+from citybrain.sensing.ingest.mqtt import (
+    BrokerUnavailable,
+    MqttSource,
+    RawMessage,
+    parse_broker_url,
+    remaining_length,
+)
 from citybrain.sim import wire
 from tests.sensing.processes import own_broker, require_mosquitto_binary
 from tests.services import MQTT_HOST, MQTT_PORT, require_mqtt
@@ -464,3 +470,18 @@ async def test_the_source_reconnects_when_the_broker_comes_back(root: str, tmp_p
             started.remove(source)
         broker.terminate()
         broker.wait(timeout=5)
+
+
+@pytest.mark.parametrize("encoded, expected", [
+    (b"\x00", (0, 1)), (b"\x7f", (127, 1)), (b"\x80\x01", (128, 2)), (b"\xff\x7f", (16_383, 2)),
+    (b"\xff\xff\xff\x7f", (268_435_455, 4)),  # the largest, §1.5.5
+    (b"\x80", (-1, 1)), (b"\xff\xff", (-1, 2)),  # not all there yet
+])
+def test_variable_byte_integers_decode_as_the_spec_says(encoded: bytes, expected: tuple[int, int]) -> None:
+    assert remaining_length(encoded, 0, len(encoded)) == expected
+    assert remaining_length(b"\x30" + encoded, 1, len(encoded) + 1) == (expected[0], expected[1] + 1)
+
+
+def test_a_variable_byte_integer_of_five_bytes_is_malformed() -> None:
+    with pytest.raises(ValueError, match="malformed"):
+        remaining_length(b"\xff\xff\xff\xff\x01", 0, 5)

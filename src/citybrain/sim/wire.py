@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from citybrain.sensing.ingest.mqtt import BrokerAddress, BrokerUnavailable
+from citybrain.sensing.ingest.mqtt import BrokerAddress, BrokerUnavailable, remaining_length
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +76,9 @@ def split_packets(data: bytes, start: int = 0) -> tuple[list[tuple[int, int, int
     size = len(data)
     pos = start
     while size - pos >= 2:
-        length, multiplier, index = 0, 1, pos + 1
-        while True:
-            if index >= size:
-                return packets, pos
-            byte = data[index]
-            index += 1
-            length += (byte & 0x7F) * multiplier
-            if byte < 0x80:
-                break
-            multiplier *= 128
-            if multiplier > 2_097_152:
-                raise ValueError("malformed MQTT remaining length")
+        length, index = remaining_length(data, pos + 1, size)
+        if length < 0:
+            return packets, pos
         if index + length > size:
             break
         packets.append((data[pos], index, index + length))
@@ -289,16 +280,9 @@ def _count_publishes(data: bytes) -> tuple[int, int]:
         if byte < 0x80:
             end = pos + 2 + byte
         else:
-            length, multiplier, index = byte & 0x7F, 128, pos + 2
-            while True:
-                if index >= size:
-                    return pos, count
-                byte = data[index]
-                index += 1
-                length += (byte & 0x7F) * multiplier
-                if byte < 0x80:
-                    break
-                multiplier *= 128
+            length, index = remaining_length(data, pos + 1, size)
+            if length < 0:
+                return pos, count
             end = index + length
         if end > size:
             break

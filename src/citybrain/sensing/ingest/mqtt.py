@@ -137,6 +137,23 @@ def parse_broker_url(url: str) -> BrokerAddress:
         password=unquote(parts.password) if parts.password is not None else None)
 
 
+def remaining_length(data: bytes, index: int, size: int) -> tuple[int, int]:
+    """A variable byte integer (an MQTT remaining length or properties length, §1.5.5) whose bytes start at
+    `index`: (value, the index after it); value -1 when its bytes are not all there before `size`. More
+    than four bytes is a ValueError."""
+    value, multiplier = 0, 1
+    while index < size:
+        byte = data[index]
+        index += 1
+        value += (byte & 0x7F) * multiplier
+        if byte < 0x80:
+            return value, index
+        multiplier *= 128
+        if multiplier > 2_097_152:
+            raise ValueError("malformed MQTT variable byte integer")
+    return -1, index
+
+
 def _pubacks(mids: list[int]) -> bytes:
     """MQTT 5 PUBACKs with success (remaining length 2: reason code and properties omitted, §3.4.2.1)."""
     packed = np.asarray(mids, dtype=np.uint32) | np.uint32(0x40020000)
@@ -545,7 +562,7 @@ class MqttSource:
         connection._last_data_in = time.monotonic()  # gmqtt's keep-alive watches this
         try:
             pos, count, dups = self._parse(epoch, connection, data)
-        except IndexError:
+        except (IndexError, ValueError):
             log.warning("malformed MQTT packet from %s; resetting the connection", self.address.url)
             return -1
         if count:
@@ -588,23 +605,10 @@ class MqttSource:
                 start = pos + 2
                 end = start + byte
             else:
-                length = byte & 0x7F
-                multiplier = 128
-                index = pos + 2
-                while True:
-                    if index >= size:
-                        end = size + 1  # header incomplete: wait for more bytes
-                        break
-                    byte = data[index]
-                    length += (byte & 0x7F) * multiplier
-                    index += 1
-                    if byte < 0x80:
-                        end = index + length
-                        break
-                    multiplier *= 128
-                    if multiplier > 2_097_152:
-                        raise IndexError("malformed remaining length")
-                start = index
+                length, start = remaining_length(data, pos + 1, size)
+                if length < 0:
+                    break  # header incomplete: wait for more bytes
+                end = start + length
             if end > size:
                 break
             if cmd & 0xF0 == 0x30:
@@ -619,7 +623,10 @@ class MqttSource:
                 if props < 0x80:
                     at += 1 + props
                 else:
-                    at = _skip_varint_block(data, at)
+                    length, at = remaining_length(data, at, end)
+                    if length < 0:
+                        raise IndexError("MQTT 5 properties run past their packet")
+                    at += length
                 try:
                     topic = data[start + 2:topic_end].decode()
                 except UnicodeDecodeError:
@@ -768,18 +775,6 @@ def _retrieve(future: asyncio.Future[None]) -> None:
     """Mark a promise's outcome as seen (nobody waits for it any more)."""
     if not future.cancelled():
         future.exception()
-
-
-def _skip_varint_block(data: bytes, at: int) -> int:
-    """Skip a variable-byte-integer length and the block it measures (MQTT 5 properties of ≥ 128 bytes)."""
-    length, multiplier = 0, 1
-    while True:
-        byte = data[at]
-        at += 1
-        length += (byte & 0x7F) * multiplier
-        if byte < 0x80:
-            return at + length
-        multiplier *= 128
 
 
 def _permanent(exc: BaseException) -> bool:
