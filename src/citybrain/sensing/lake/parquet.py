@@ -68,6 +68,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -216,13 +217,22 @@ class ParquetLake(TelemetryLake):
             if not files:
                 return query.empty_result()
             sql = _select_sql(query, files)
-            with self._duck_lock:
-                cursor = self._duck.cursor()
-            try:
-                found = cursor.sql(sql).to_arrow_table()
-            finally:
-                cursor.close()
+            found = self._arrow(sql)
         return result_from_columns(query, {name: found.column(name) for name in found.column_names})
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        """A DuckDB cursor of its own (the shared connection hands them out under a lock), closed after."""
+        with self._duck_lock:
+            cursor = self._duck.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def _arrow(self, sql: str) -> pa.Table:
+        with self._cursor() as cursor:
+            return cursor.sql(sql).to_arrow_table()
 
     def _newest(self, since: datetime) -> tuple[np.ndarray, np.ndarray]:
         probe = TelemetryQuery(start=since, end=datetime.now(UTC) + timedelta(days=1), bucket_s=86_400)
@@ -233,12 +243,7 @@ class ParquetLake(TelemetryLake):
             listing = ", ".join(_quote(str(f)) for f in files)
             sql = (f"SELECT device_num, epoch_us(max(ts)) AS newest FROM read_parquet([{listing}]) "
                    f"WHERE ts >= {_timestamp(since)} GROUP BY device_num")
-            with self._duck_lock:
-                cursor = self._duck.cursor()
-            try:
-                found = cursor.sql(sql).to_arrow_table()
-            finally:
-                cursor.close()
+            found = self._arrow(sql)
         return (found.column("device_num").to_numpy().astype(np.int64),
                 found.column("newest").to_numpy().astype(np.float64) / 1e6)
 
@@ -289,13 +294,9 @@ class ParquetLake(TelemetryLake):
                f"TO {_quote(str(temporary))} (FORMAT parquet, COMPRESSION zstd, "
                f"ROW_GROUP_SIZE {COMPACTED_ROW_GROUP_ROWS})")
         try:
-            with self._duck_lock:
-                cursor = self._duck.cursor()
-            try:
+            with self._cursor() as cursor:
                 cursor.execute("SET TimeZone = 'UTC'")  # date_trunc('hour') of a timestamptz follows it
                 cursor.execute(sql)
-            finally:
-                cursor.close()
             written = pq.read_metadata(temporary).num_rows
             if written != expected:
                 raise RuntimeError(f"compaction of {folder} wrote {written} rows instead of {expected}")
