@@ -11,6 +11,7 @@ from citybrain.platform import Platform
 from citybrain.sensing.alerts import service as alerts
 from citybrain.sensing.alerts.events import AlertCleared, AlertRaised, AlertUpdated
 from citybrain.sensing.alerts.models import AlertRow
+from citybrain.sensing.devices import flows as device_flows
 from citybrain.sensing.devices import service as devices
 from citybrain.sensing.devices.index import DeviceIndex
 from citybrain.sensing.rules.spec import RuleSpec, Transitions
@@ -26,15 +27,7 @@ def _village(platform: Platform) -> str:
 def _register(
     platform: Platform, items: list[devices.DeviceInput], index: DeviceIndex
 ) -> devices.Registration:
-    with platform.transaction() as session:
-        outcome = devices.register_devices(
-            session,
-            items=items,
-            types=TYPES,
-            org_tree=platform.org_tree,
-            index=index,
-            now=platform.clock.now(),
-        )
+    outcome, _ = device_flows.register(platform, items=items, types=TYPES, index=index, ctx=SYSTEM)
     devices.add_to_index(index, outcome.rows)
     return outcome
 
