@@ -10,10 +10,20 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from citybrain.cli_support import (
+    BusOpt,
+    DbOpt,
+    HomeOpt,
+    console,
+    err_console,
+    fail,
+    open_platform,
+    read_json_items,
+    settings_from,
+)
 from citybrain.core.context import Context
 from citybrain.core.errors import CityBrainError
 from citybrain.settings import Settings
@@ -37,48 +47,6 @@ def _add_capability_commands() -> None:
 
 
 _add_capability_commands()
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-
-DbOpt = Annotated[str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")]
-HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file).")]
-BusOpt = Annotated[str, typer.Option("--bus", help="'memory' (in-process) or nats://host:4222 (JetStream).")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None and v != ""})
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            name = f"CITYBRAIN_{where.upper()}" if where else "settings"
-            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
-        _fail("; ".join(problems))
-        raise  # unreachable: _fail exits
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _platform(settings: Settings) -> Any:
-    from citybrain.platform import Platform
-
-    try:
-        platform = Platform(settings)
-        platform.migrate()
-        platform.load_state()
-    except CityBrainError as exc:
-        _fail(exc.detail)
-    except Exception as exc:  # noqa: BLE001 - a wrong URL, an unreachable server: one line, not a traceback
-        _fail(f"cannot open the store at {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    return platform
-
-
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -111,9 +79,9 @@ def _serve(settings: Settings, platform: Any, workers: int = 1) -> None:
         try:
             serve_workers(settings.host, settings.port, workers, environment)
         except OSError as exc:
-            _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+            fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
         except WorkersFailed as exc:
-            _fail(str(exc))
+            fail(str(exc))
         return
     api = create_app(platform)
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="info", access_log=False,
@@ -123,7 +91,7 @@ def _serve(settings: Settings, platform: Any, workers: int = 1) -> None:
 
 def _check_workers(workers: int, bus: str) -> None:
     if workers > 1 and bus == "memory":
-        _fail(f"--workers {workers} needs a shared bus: add --bus nats://127.0.0.1:4222 (the in-process bus "
+        fail(f"--workers {workers} needs a shared bus: add --bus nats://127.0.0.1:4222 (the in-process bus "
               "cannot tell one worker what another changed)")
 
 
@@ -142,14 +110,14 @@ def up(
     (idempotent), then serve the API and docs until Ctrl-C."""
     _logging(verbose)
     _check_workers(workers, bus)
-    settings = _settings(host=host, port=port, db=db, bus=bus, home=home)
-    platform = _platform(settings)
+    settings = settings_from(host=host, port=port, db=db, bus=bus, home=home)
+    platform = open_platform(settings)
     from citybrain.hub.org.flows import import_district
 
     try:
         counts = import_district(platform, district)
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     console.print(f"Demo district {counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
                   f"{counts['villages']} villages/communities, {len(platform.org_tree)} org units in all")
     _serve(settings, platform, workers)
@@ -168,8 +136,8 @@ def serve(
     """Serve the API on an existing store (migrating it first), without loading demo data."""
     _logging(verbose)
     _check_workers(workers, bus)
-    settings = _settings(host=host, port=port, db=db, bus=bus, home=home)
-    _serve(settings, _platform(settings), workers)
+    settings = settings_from(host=host, port=port, db=db, bus=bus, home=home)
+    _serve(settings, open_platform(settings), workers)
 
 
 @app.command()
@@ -178,12 +146,12 @@ def migrate(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     from citybrain.db.migrate import upgrade
     from citybrain.db.session import create_db_engine
 
-    settings = _settings(db=db, home=home)
+    settings = settings_from(db=db, home=home)
     try:
         engine = create_db_engine(settings.database_url)
         before, after = upgrade(engine)
     except Exception as exc:  # noqa: BLE001 - any failure to reach or upgrade the store is one line
-        _fail(f"cannot migrate {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        fail(f"cannot migrate {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     console.print(f"store at revision {after} (was {before or 'empty'})" if before != after
                   else f"store already at revision {after}")
 
@@ -201,11 +169,11 @@ def import_divisions(
     standard functional departments. Importing again updates and never duplicates."""
     from citybrain.hub.org.flows import announce, import_district
 
-    platform = _platform(_settings(db=db, home=home, bus=bus))
+    platform = open_platform(settings_from(db=db, home=home, bus=bus))
     try:
         counts = import_district(platform, source)
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     if bus != "memory":
         async def tell_servers() -> None:
             await platform.bus.start()
@@ -217,24 +185,10 @@ def import_divisions(
         try:
             asyncio.run(tell_servers())
         except Exception as exc:  # noqa: BLE001 - the tree is stored either way; say what did not reach them
-            _fail(f"district stored, but the servers were not told ({bus}): {type(exc).__name__}: {exc}")
+            fail(f"district stored, but the servers were not told ({bus}): {type(exc).__name__}: {exc}")
     console.print(f"{counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
                   f"{counts['villages']} villages/communities; {counts['created']} units created, "
                   f"{counts['updated']} updated")
-
-
-def _read_entities(path: Path) -> list[Any]:
-    if not path.exists():
-        _fail(f"{path}: file not found")
-    raw = path.read_bytes()
-    try:
-        if raw.lstrip().startswith(b"["):
-            data = orjson.loads(raw)
-        else:
-            data = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
-    except orjson.JSONDecodeError as exc:
-        _fail(f"{path}: not JSON or NDJSON: {exc}")
-    return data
 
 
 @import_app.command("entities")
@@ -246,11 +200,11 @@ def import_entities(
 ) -> None:
     """Upsert entities from a file in batches, with a progress bar; bad items are listed, good ones kept."""
     if mode not in ("replace", "merge"):
-        _fail("--mode is replace or merge")
+        fail("--mode is replace or merge")
     from citybrain.hub.entities.flows import upsert_batch
 
-    platform = _platform(_settings(db=db, home=home))
-    items = _read_entities(path)
+    platform = open_platform(settings_from(db=db, home=home))
+    items = read_json_items(path)
     ctx = Context(actor="cli:import")
     batch = platform.settings.max_batch_entities
     written, errors = 0, []
@@ -287,12 +241,12 @@ def export_entities(
     from citybrain.hub.entities import service
     from citybrain.hub.entities.router import build_query
 
-    platform = _platform(_settings(db=db, home=home))
+    platform = open_platform(settings_from(db=db, home=home))
     try:
         query = build_query(platform, type=type, id=None, q=None, bbox=None, near=None, max_distance=None,
                             org_unit=org_unit)
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     handle = out.open("wb") if out else sys.stdout.buffer
     count, after = 0, None
     with platform.session() as session:

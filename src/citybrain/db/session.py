@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-
 log = logging.getLogger(__name__)
 # Store work a process runs at once (Platform.run admits no more), and so the connections it keeps. An
 # overflow connection is closed when it is returned, and on PostgreSQL each new one is a forked backend:

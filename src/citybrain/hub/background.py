@@ -129,7 +129,6 @@ class HttpPollingService(PollingService):
 def services_for(platform: Platform) -> list[BackgroundService]:
     from citybrain.hub.commands.flows import CommandDispatcher, HealthChecker
     from citybrain.hub.subscriptions.flows import WebhookDelivery
-
     from citybrain.sensing.runtime import SensingRuntime
 
     return [WebhookDelivery(platform), CommandDispatcher(platform), HealthChecker(platform), SensingRuntime(platform)]

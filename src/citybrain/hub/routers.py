@@ -8,7 +8,6 @@ from fastapi import APIRouter
 def extra() -> list[APIRouter]:
     from citybrain.hub.commands.router import commands_router, systems_router
     from citybrain.hub.subscriptions.router import router as subscriptions_router
-
     from citybrain.sensing.router import router as sensing_router
 
     return [subscriptions_router, systems_router, commands_router, sensing_router]

@@ -6,35 +6,20 @@ import csv
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from citybrain.cli_support import DbOpt, HomeOpt, console, err_console, fail, open_store, read_json_items
 
 devices_app = typer.Typer(
     help="The device registry: register devices in bulk, list them, list device types.", no_args_is_help=True
 )
 alerts_app = typer.Typer(help="Alerts raised by the sensing rules.", no_args_is_help=True)
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
-DbOpt = Annotated[
-    str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")
-]
-HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file, lake).")]
 CHUNK = 10_000
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _open(db: str, home: Path) -> Any:
-    from citybrain.cli import _platform, _settings
-
-    return _platform(_settings(db=db, home=home))
 
 
 @devices_app.command("import")
@@ -63,26 +48,19 @@ def import_devices(
     from citybrain.sensing.runtime import device_types
 
     if not path.exists():
-        _fail(f"{path}: file not found")
+        fail(f"{path}: file not found")
     raw = path.read_bytes()
     if raw.lstrip()[:1] in (b"[", b"{"):
-        try:
-            data = (
-                orjson.loads(raw)
-                if raw.lstrip().startswith(b"[")
-                else [orjson.loads(line) for line in raw.splitlines() if line.strip()]
-            )
-        except orjson.JSONDecodeError as exc:
-            _fail(f"{path}: not JSON or NDJSON: {exc}")
+        data = read_json_items(path)
         items, problems = service.from_ngsi(data)
     else:
         try:
             items, problems = service.parse_csv(raw.decode("utf-8-sig"))
         except UnicodeDecodeError:
-            _fail(f"{path}: not UTF-8 text")
+            fail(f"{path}: not UTF-8 text")
     if problems and problems[0].field == "header":
-        _fail(f"{path}: {problems[0].reason}")
-    platform = _open(db, home)
+        fail(f"{path}: {problems[0].reason}")
+    platform = open_store(db, home)
     types = device_types()
     with platform.session() as session:
         index = service.load_index(session, types=list(types), org_tree=platform.org_tree)
@@ -136,9 +114,9 @@ def list_devices(
 
     from citybrain.sensing.devices.models import DeviceRow
 
-    platform = _open(db, home)
+    platform = open_store(db, home)
     if org_unit is not None and org_unit not in platform.org_tree:
-        _fail(f"unknown org unit {org_unit!r}")
+        fail(f"unknown org unit {org_unit!r}")
     stmt = sa.select(DeviceRow).order_by(DeviceRow.num).limit(limit)
     if device_type:
         stmt = stmt.where(DeviceRow.device_type == device_type)
@@ -192,7 +170,7 @@ def list_alerts(
     from citybrain.core.errors import CityBrainError
     from citybrain.sensing.alerts import service
 
-    platform = _open(db, home)
+    platform = open_store(db, home)
     table = Table("raised", "severity", "status", "rule", "subject", "org unit", "value", "title")
     with platform.session() as session:
         try:
@@ -206,7 +184,7 @@ def list_alerts(
                 limit=limit,
             )
         except CityBrainError as exc:
-            _fail(exc.detail)
+            fail(exc.detail)
         for row in rows:
             table.add_row(
                 row.raised_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -233,14 +211,14 @@ def _moment(text: str | None, name: str) -> Any:
     from datetime import datetime
 
     if text is None:
-        _fail(f"--{name} is required (e.g. 2026-12-01T08:00:00Z)")
+        fail(f"--{name} is required (e.g. 2026-12-01T08:00:00Z)")
     try:
         assert text is not None
         moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        _fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T08:00:00Z)")
+        fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T08:00:00Z)")
     if moment.tzinfo is None:
-        _fail(f"--{name}: give the zone too (e.g. 2026-12-01T08:00:00+08:00)")
+        fail(f"--{name}: give the zone too (e.g. 2026-12-01T08:00:00+08:00)")
     return moment
 
 
@@ -277,12 +255,12 @@ def query_telemetry(
 
     begin, finish = _moment(start, "start"), _moment(end, "end")
     if out is not None and out.suffix.lower() not in (".parquet", ".csv"):
-        _fail(f"--out: {out.name} must end in .parquet or .csv")
-    platform = _open(db, home)
+        fail(f"--out: {out.name} must end in .parquet or .csv")
+    platform = open_store(db, home)
     try:
         store = open_lake(lake, home=home)
     except (ValueError, OSError) as exc:
-        _fail(f"cannot open the lake: {exc}")
+        fail(f"cannot open the lake: {exc}")
     try:
         with platform.session() as session:
             query = telemetry.build_query(
@@ -299,7 +277,7 @@ def query_telemetry(
             )
             table = telemetry.with_device_ids(session, store.query(query))
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     finally:
         store.close(flush=False)
         platform.dispose()
@@ -342,26 +320,26 @@ def relay(
     import logging
     import os
 
-    from citybrain.cli import _settings
+    from citybrain.cli_support import settings_from
     from citybrain.core.errors import CityBrainError
 
-    settings = _settings(db=db, home=home)
+    settings = settings_from(db=db, home=home)
     broker = broker or settings.mqtt
     nats_url = nats_url or settings.telemetry_nats
     if not broker:
-        _fail("--broker (or CITYBRAIN_MQTT) is required: the MQTT broker the devices publish to")
+        fail("--broker (or CITYBRAIN_MQTT) is required: the MQTT broker the devices publish to")
     if not nats_url:
-        _fail("--nats (or CITYBRAIN_TELEMETRY_NATS) is required: the JetStream the workers read from")
+        fail("--nats (or CITYBRAIN_TELEMETRY_NATS) is required: the JetStream the workers read from")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    platform = _open(db, home)
+    platform = open_store(db, home)
     try:
         client_id = client_id or f"citybrain-relay-{os.getpid()}"
         asyncio.run(_relay(platform, shards, broker, nats_url, qos, client_id, share_group, reload_s, seconds,
                            stream or settings.telemetry_stream))
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     except OSError as exc:
-        _fail(f"cannot reach NATS at {nats_url}: {exc}")
+        fail(f"cannot reach NATS at {nats_url}: {exc}")
     except KeyboardInterrupt:
         pass
     finally:

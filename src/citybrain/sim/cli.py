@@ -13,22 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from citybrain.cli_support import console, fail
 from citybrain.core.errors import CityBrainError
 
 simulate_app = typer.Typer(
     help="Simulate a city's devices: a fleet over real villages, and its telemetry over MQTT with incidents.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
-
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _parse_mix(text: str | None) -> dict[str, float] | None:
@@ -38,11 +32,11 @@ def _parse_mix(text: str | None) -> dict[str, float] | None:
     for part in text.split(","):
         name, sep, share = part.partition("=")
         if not sep or not name.strip():
-            _fail(f"--mix: {part!r} is not type=share (e.g. streetlight=0.4,air_quality=0.1)")
+            fail(f"--mix: {part!r} is not type=share (e.g. streetlight=0.4,air_quality=0.1)")
         try:
             mix[name.strip()] = float(share)
         except ValueError:
-            _fail(f"--mix: the share of {name.strip()} ({share!r}) is not a number")
+            fail(f"--mix: the share of {name.strip()} ({share!r}) is not a number")
     return mix
 
 
@@ -75,9 +69,9 @@ def fleet_command(
         fleet = build_fleet(count, district=district, seed=seed, mix=_parse_mix(mix))
         write_fleet(fleet, out)
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}")
+        fail(f"cannot write {out}: {exc.strerror or exc}")
     villages = len(set(fleet.org_unit.tolist()))
     table = Table("device type", "devices", title=f"{len(fleet):,} devices in {villages:,} villages → {out}")
     for name, number in sorted(fleet.counts().items(), key=lambda item: -item[1]):
@@ -120,7 +114,7 @@ def devices_command(
     from citybrain.sim.fleet import build_fleet, read_fleet
 
     if (fleet_path is None) == (count is None):
-        _fail("give either --fleet FILE or --count N")
+        fail("give either --fleet FILE or --count N")
     writer = None
     try:
         address = parse_broker_url(broker)
@@ -135,9 +129,9 @@ def devices_command(
                       f"every {generator.interval:g} s: {_rate(generator.rate)} msgs/s at QoS {qos}")
         report = _run_with_progress(generator, broker, duration, quiet)
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     except OSError as exc:
-        _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
+        fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
     finally:
         if writer is not None:
             writer.close()
@@ -227,7 +221,7 @@ def count_command(
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             result = runner.run(count())
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if as_json:
@@ -254,5 +248,5 @@ def broker_command(
         result = bare_broker_throughput(broker, seconds=seconds, connections=connections,
                                         payload_bytes=payload_bytes, qos=qos)
     except CityBrainError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     console.print_json(json.dumps(result))

@@ -235,7 +235,7 @@ class _Writes:
     """The rows one batch writes, by statement: new or moved entities (a full upsert), entities whose
     attributes alone changed (an UPDATE that leaves the org-unit and spatial indexes alone), and history."""
 
-    __slots__ = ("upserts", "attrs_only", "history", "moments")
+    __slots__ = ("attrs_only", "history", "moments", "upserts")
 
     def __init__(self) -> None:
         self.upserts: list[tuple[Any, ...]] = []
