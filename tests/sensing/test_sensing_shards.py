@@ -116,6 +116,7 @@ def test_a_relay_and_two_workers_take_every_reading_once_and_raise_the_alert(tmp
                     "CITYBRAIN_SENSING_SHARDS": str(SHARDS),
                     "CITYBRAIN_SENSING_SHARD": str(shard),
                     "CITYBRAIN_LAKE": str(tmp_path / f"lake-{shard}"),
+                    "CITYBRAIN_VITALS_INTERVAL_S": "1",
                 }
                 workers.append(Server(home, environment, tmp_path / f"worker-{shard}.log",
                                       lambda status: bool((status.get("jetstream") or {}).get("connected"))))
@@ -148,6 +149,18 @@ def test_a_relay_and_two_workers_take_every_reading_once_and_raise_the_alert(tmp
             alerts = workers[0].get("/api/v1/alerts?deviceType=air_quality")["items"]
             raised = sorted((a["ruleId"], a["subject"]) for a in alerts)
             assert raised == [("pm25-heavy", hot), ("pm25-severe", hot)]
+
+            # Vital signs: each worker stores its own towns; the district's value is the merge of both
+            # workers' parts: the mean PM2.5 of every station, the hot one included, and both alerts.
+            def district_vitals() -> dict[str, float]:
+                answer = workers[1].get(f"/api/v1/vitals?orgUnit={district}")
+                return {i["indicator"]: i["value"] for i in answer["indicators"]}
+
+            expected_mean = (300.0 + 30.0 * (DEVICES - 1)) / DEVICES
+            wait_until(lambda: district_vitals().get("pm25_mean") == pytest.approx(expected_mean)
+                       and district_vitals().get("alerts_open_critical", 0) + district_vitals().get(
+                           "alerts_open_major", 0) == 2, 30, district_vitals)
+            assert district_vitals()["device_online_rate"] == 1.0
         finally:
             if relay is not None:
                 relay.terminate()

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from citybrain.core.errors import InvalidInput
 from citybrain.hub.org.tree import OrgTree, Unit
@@ -14,7 +15,9 @@ from citybrain.scenarios import scenario_indicators
 from citybrain.sensing.batch import ReadingBatch
 from citybrain.sensing.devices.index import DeviceIndex
 from citybrain.sensing.runtime import device_types
+from citybrain.sensing.shards import org_shards
 from citybrain.sensing.vitals import service as vitals
+from citybrain.sensing.vitals.models import VitalSignPartRow
 from citybrain.sensing.vitals.spec import BUILTIN_INDICATORS, IndicatorSpec
 
 TYPES = device_types()
@@ -161,3 +164,60 @@ def test_vital_signs_are_stored_as_time_series(platform: Platform) -> None:
         )
     assert newest["water_level_warning_rate"] == 1.0 and newest["device_online_rate"] == 1.0
     assert [row.value for row in series] == [1.0, 0.0]  # newest first
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_shards_parts_merge_into_the_values_one_process_computes(platform: Platform, shards: int) -> None:
+    """Each shard counts its own devices (whole towns) and the alerts on its towns; the district's value
+    is written once the last shard's part of the moment is in, and equals what one process computes."""
+    engine = _engine()
+    units = list(TREE.units)
+    alerts = [("water_level", "level-warning", "V1", "major"), ("air_quality", "pm25-heavy", "V3", "major")]
+    whole_state = _state(alerts)
+    expected = engine.compute(whole_state)
+    owner, whole = org_shards(TREE, units, shards)
+    device_owner = owner[whole_state.index.org[: whole_state.index.org.size]]
+    moment = platform.clock.now()
+    written = []
+    for shard in range(shards):
+        state = _state([a for a in alerts if owner[units.index(a[2])] == shard])
+        state.owned = device_owner == shard
+        parts = engine.parts(state)
+        shared = np.flatnonzero(~whole).tolist()
+        assert [units[p] for p in shared] == ["D"]
+        with platform.transaction() as session:
+            vitals.store_parts(session, vitals.part_rows(parts, shared, units, moment, shard=shard,
+                                                         shards=shards))
+        with platform.transaction() as session:
+            written.append(vitals.merge_parts(session, engine.specs, stale_before=moment - timedelta(hours=1)))
+    assert written[:-1] == [0] * (shards - 1) and written[-1] > 0  # the last part completes the moment
+    with platform.session() as session:
+        district = {row.indicator: row.value for row in vitals.latest(session, org_unit="D")}
+        leftover = session.execute(sa.select(sa.func.count()).select_from(VitalSignPartRow)).scalar_one()
+    assert leftover == 0
+    at = units.index("D")
+    for slug, column in expected.items():
+        if np.isnan(column[at]):
+            assert slug not in district
+        else:
+            assert district[slug] == pytest.approx(column[at]), slug
+    assert district["device_online_rate"] == pytest.approx(4 / 6) and district["alerts_open_major"] == 2
+
+
+def test_incomplete_parts_go_stale_and_a_repeated_part_replaces_the_first(platform: Platform) -> None:
+    engine = _engine()
+    units = list(TREE.units)
+    parts = engine.parts(_state())
+    moment = platform.clock.now()
+    for _ in range(2):  # a worker that restarted within the interval writes its part again
+        with platform.transaction() as session:
+            vitals.store_parts(session, vitals.part_rows(parts, [0], units, moment, shard=0, shards=2))
+    with platform.transaction() as session:
+        assert vitals.merge_parts(session, engine.specs, stale_before=moment - timedelta(hours=1)) == 0
+    with platform.session() as session:
+        count = session.execute(sa.select(sa.func.count()).select_from(VitalSignPartRow)).scalar_one()
+    assert count == len(engine.specs)  # one part per indicator, waiting for shard 1
+    with platform.transaction() as session:
+        vitals.merge_parts(session, engine.specs, stale_before=moment + timedelta(seconds=1))
+    with platform.session() as session:
+        assert session.execute(sa.select(sa.func.count()).select_from(VitalSignPartRow)).scalar_one() == 0

@@ -35,7 +35,7 @@ from citybrain.sensing.devices.models import DeadLetterRow
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.ingest.pipeline import DeadLetter, IngestPipeline, IngestReport, RawMessage
 from citybrain.sensing.rules.spec import Transitions
-from citybrain.sensing.shards import owned_devices
+from citybrain.sensing.shards import org_shards, owned_devices
 from citybrain.sensing.vitals import service as vitals
 from citybrain.sensing.vitals.spec import BUILTIN_INDICATORS
 
@@ -89,6 +89,7 @@ class SensingRuntime:
         self._latency_count = 0
         self._behind_s = 0.0  # how far the telemetry taken in lags the devices' clocks, beyond the usual
         self.vital_signs: vitals.VitalSigns | None = None
+        self._org_owner: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,29 +259,53 @@ class SensingRuntime:
 
     async def _vitals_loop(self) -> None:
         interval = self.platform.settings.vitals_interval_s
-        if self.sharded:
-            # An indicator per org unit needs every device of the unit; a worker sees its shard only.
-            log.info("sensing: shard %d of %d records no vital signs", self.platform.settings.sensing_shard,
-                     self.platform.settings.sensing_shards)
-            return
         while True:
-            await asyncio.sleep(interval)
+            if self.sharded:
+                # Shards compute at the same boundaries, so their parts of a district's value share a moment.
+                await asyncio.sleep(interval - time.time() % interval)
+            else:
+                await asyncio.sleep(interval)
             try:
                 await self.record_vitals()
             except Exception:
                 log.exception("computing vital signs failed")
 
     async def record_vitals(self) -> int:
-        """Compute every indicator for every org unit now and store the values; returns rows written."""
+        """Compute every indicator for every org unit now and store the values; returns rows written. A
+        sharded worker stores the units wholly its own (its towns and their villages) and its parts of the
+        units it shares with the other shards (the district), whose values the last part completes."""
         async with self._cpu:  # the state arrays hold still while they are copied (a few ms) …
             state = await self.platform.run(self._vitals_state)
         # … and the indicators are computed from the copy and stored while ingest goes on.
         assert self.vital_signs is not None
-        values = await self.platform.run(self.vital_signs.compute, state)
-        return await self.platform.run(self._store_vitals, values)
+        parts = await self.platform.run(self.vital_signs.parts, state)
+        return await self.platform.run(self._store_vitals, parts)
 
-    def _store_vitals(self, values: dict[str, np.ndarray]) -> int:
-        rows = vitals.vital_rows(values, self.index.org_units, self.platform.clock.now())
+    def _store_vitals(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> int:
+        assert self.vital_signs is not None
+        values = self.vital_signs.values(parts)
+        units = self.index.org_units
+        now = self.platform.clock.now()
+        if not self.sharded:
+            return self._store_vital_rows(vitals.vital_rows(values, units, now))
+        settings = self.platform.settings
+        interval = settings.vitals_interval_s
+        moment = datetime.fromtimestamp(now.timestamp() // interval * interval, UTC)
+        owner, whole = self._org_shards()
+        mine = whole & (owner == settings.sensing_shard)
+        written = self._store_vital_rows(vitals.vital_rows(
+            {slug: np.where(mine, column, np.nan) for slug, column in values.items()}, units, moment))
+        shared = np.flatnonzero(~whole).tolist()
+        rows = vitals.part_rows(parts, shared, units, moment, shard=settings.sensing_shard,
+                                shards=settings.sensing_shards)
+        with self.platform.transaction() as session:
+            vitals.store_parts(session, rows)
+        with self.platform.transaction() as session:  # after the parts commit: see note in merge_parts
+            written += vitals.merge_parts(session, self.vital_signs.specs,
+                                          stale_before=moment - timedelta(seconds=max(3600.0, 10 * interval)))
+        return written
+
+    def _store_vital_rows(self, rows: list[dict[str, Any]]) -> int:
         # In short transactions: one store writer at a time (SQLite), and alerts must not queue behind a
         # whole round of vital signs (~17k rows for Pudong took 300-500 ms in one).
         for start in range(0, len(rows), VITALS_ROWS_PER_TRANSACTION):
@@ -288,15 +313,33 @@ class SensingRuntime:
                 vitals.store_rows(session, rows[start:start + VITALS_ROWS_PER_TRANSACTION])
         return len(rows)
 
+    def _org_shards(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._org_owner is None:
+            self._org_owner = org_shards(self.platform.org_tree, list(self.index.org_units),
+                                         self.platform.settings.sensing_shards)
+        return self._org_owner
+
     def _vitals_state(self) -> vitals.SensingState:
         assert self.vital_signs is not None and self.pipeline is not None and self.alerts is not None
+        open_alerts = self.alerts.open_alerts()
+        owned = None
+        if self.sharded:
+            # A worker counts its own devices and the alerts on its own towns; the store also holds the
+            # other shards' alerts, which this worker loaded at start.
+            owned = self.pipeline.owned.copy() if self.pipeline.owned is not None else None
+            owner, _whole = self._org_shards()
+            shard = self.platform.settings.sensing_shard
+            positions = self.index.org_codes
+            open_alerts = [a for a in open_alerts
+                           if a[2] in positions and owner[positions[a[2]]] == shard]
         return vitals.SensingState(
             copy.copy(self.index),  # registration replaces grown arrays; the copy keeps these
             self.types,
             self.pipeline.last_seen.copy(),
             self.latest.snapshot(),
-            self.alerts.open_alerts(),
+            open_alerts,
             time.time(),
+            owned,
         )
 
     # ------------------------------------------------------------------ registration

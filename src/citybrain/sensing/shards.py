@@ -20,21 +20,33 @@ if TYPE_CHECKING:
 SHARD_KIND = "town"
 
 
-def device_shards(index: DeviceIndex, tree: OrgTree, shards: int) -> np.ndarray:
-    """Per device number (index position), its shard in 0…shards-1."""
+def org_shards(tree: OrgTree, org_units: list[str], shards: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per org position: the shard of the devices registered at that unit (its town's; a unit above the
+    towns goes by its own code), and whether the unit's whole subtree is that shard's (a town and what is
+    below it). Units above the towns, such as the district, hold devices of every shard."""
     if shards < 1:
         raise ValueError("shards must be at least 1")
+    units = tree.units
+    keys, whole = [], []
+    for code in org_units:
+        chain = [code, *reversed(tree.ancestors(code))] if code in units else [code]
+        town = next((c for c in chain if c in units and units[c].kind == SHARD_KIND), None)
+        keys.append(town or code)
+        whole.append(town is not None)
+    owner = (id_hashes(keys) % np.uint64(shards)).astype(np.int64) if keys else np.zeros(0, np.int64)
+    return owner, np.array(whole, bool)
+
+
+def device_shards(index: DeviceIndex, tree: OrgTree, shards: int) -> np.ndarray:
+    """Per device number (index position), its shard in 0…shards-1."""
     numbers = np.arange(index.org.size, dtype=np.int64)
     if shards == 1:
         return np.zeros(index.org.size, np.int64)
-    units = tree.units
-    towns = []
-    for code in index.org_units:
-        chain = [code, *reversed(tree.ancestors(code))] if code in units else [code]
-        towns.append(next((c for c in chain if c in units and units[c].kind == SHARD_KIND), code))
-    by_org = (id_hashes(towns) % np.uint64(shards)).astype(np.int64) if towns else np.zeros(1, np.int64)
+    by_org, _whole = org_shards(tree, list(index.org_units), shards)
+    if not by_org.size:
+        return numbers % shards
     org = index.org
-    return np.where(org >= 0, by_org[np.maximum(org, 0)] if by_org.size else 0, numbers % shards)
+    return np.where(org >= 0, by_org[np.maximum(org, 0)], numbers % shards)
 
 
 def owned_devices(index: DeviceIndex, tree: OrgTree, shards: int, shard: int) -> np.ndarray:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from citybrain.core.errors import InvalidInput
@@ -26,7 +28,7 @@ from citybrain.hub.org.tree import OrgTree
 from citybrain.sensing.batch import ReadingBatch
 from citybrain.sensing.devices.index import DeviceIndex
 from citybrain.sensing.devices.spec import DeviceTypeSpec
-from citybrain.sensing.vitals.models import VitalSignRow
+from citybrain.sensing.vitals.models import VitalSignPartRow, VitalSignRow
 from citybrain.sensing.vitals.spec import IndicatorSpec
 
 
@@ -41,6 +43,7 @@ class SensingState:
     latest: LatestReadings
     open_alerts: Sequence[tuple[str, str, str | None, str]]
     now: float
+    owned: np.ndarray | None = None  # per device number, whether it counts here (a shard's own devices)
 
 
 class LatestReadings:
@@ -89,10 +92,15 @@ def _per_org(index: DeviceIndex, nums: np.ndarray, weights: np.ndarray | None = 
     return np.bincount(orgs[keep], weights=None if weights is None else weights[keep], minlength=size)[:size]
 
 
-def _type_nums(index: DeviceIndex, device_type: str | None) -> np.ndarray:
-    if device_type is None:
-        return np.flatnonzero(index.type_code >= 0)
-    return np.flatnonzero(index.type_code == index.type_codes[device_type])
+def _type_nums(state: SensingState, device_type: str | None) -> np.ndarray:
+    index = state.index
+    of_type = index.type_code >= 0 if device_type is None else index.type_code == index.type_codes[device_type]
+    if state.owned is not None:
+        owned = np.zeros(of_type.size, bool)
+        known = min(of_type.size, state.owned.size)
+        owned[:known] = state.owned[:known]
+        of_type &= owned
+    return np.flatnonzero(of_type)
 
 
 @indicator_kinds.register("online_rate")
@@ -100,7 +108,7 @@ def _online_rate(
     spec: IndicatorSpec, state: SensingState, _unit_of: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(online devices, registered devices) per org position: the ratio is taken after the roll-up."""
-    nums = _type_nums(state.index, spec.device_type)
+    nums = _type_nums(state, spec.device_type)
     limits = np.array([state.types[s].offline_after for s in state.index.type_slugs], np.float64)
     seen = state.last_seen[nums] if nums.size else np.empty(0)
     with np.errstate(invalid="ignore"):
@@ -133,7 +141,7 @@ def _share_in_alert(
             position = state.index.org_codes.get(org_unit or "", -1)
             if position >= 0:
                 counts[position] += 1
-    return counts, _per_org(state.index, _type_nums(state.index, spec.device_type)).astype(np.float64)
+    return counts, _per_org(state.index, _type_nums(state, spec.device_type)).astype(np.float64)
 
 
 @indicator_kinds.register("mean_latest")
@@ -142,7 +150,7 @@ def _mean_latest(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sum, count) of the latest readings per org position; the mean is taken after the roll-up."""
     assert spec.device_type is not None and spec.measurement is not None
-    nums = _type_nums(state.index, spec.device_type)
+    nums = _type_nums(state, spec.device_type)
     column = state.latest.columns[spec.device_type][spec.measurement]
     local = state.index.local[nums]
     values = np.full(nums.size, np.nan)
@@ -218,23 +226,42 @@ class VitalSigns:
         np.add.at(out, self._to, values[self._from])
         return out
 
-    def compute(self, state: SensingState) -> dict[str, np.ndarray]:
-        """Indicator slug → value per org position (NaN where the unit has nothing to measure)."""
-        out: dict[str, np.ndarray] = {}
+    def parts(self, state: SensingState) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Indicator slug → (numerator, denominator) per org position, summed over each unit's subtree; the
+        denominator is all NaN for counts. Parts of disjoint sets of devices add up, which is how shards
+        that each see some of a district's devices make the district's value together."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         unit_of = np.arange(len(self.org_units))
         for spec in self.specs:
             numerator, denominator = indicator_kinds.get(spec.kind)(spec, state, unit_of)
             numerator = self._roll_up(numerator)
-            if np.isnan(denominator).all():
-                value = numerator
-            else:
-                denominator = self._roll_up(denominator)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    value = np.where(denominator > 0, numerator / denominator, np.nan)
-            if spec.transform is not None:
-                value = TRANSFORMS[spec.transform](value)
-            out[spec.slug] = value
+            denominator = denominator if np.isnan(denominator).all() else self._roll_up(denominator)
+            out[spec.slug] = (numerator, denominator)
         return out
+
+    def values(self, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Indicator slug → value per position (NaN where the unit has nothing to measure)."""
+        out: dict[str, np.ndarray] = {}
+        for spec in self.specs:
+            numerator, denominator = parts[spec.slug]
+            out[spec.slug] = indicator_value(spec, numerator, denominator)
+        return out
+
+    def compute(self, state: SensingState) -> dict[str, np.ndarray]:
+        """Indicator slug → value per org position (NaN where the unit has nothing to measure)."""
+        return self.values(self.parts(state))
+
+
+def indicator_value(spec: IndicatorSpec, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """An indicator's value from its parts: a count as it is, a ratio or mean once divided, then transformed."""
+    if np.isnan(denominator).all():
+        value = numerator
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(denominator > 0, numerator / denominator, np.nan)
+    if spec.transform is not None:
+        value = TRANSFORMS[spec.transform](value)
+    return value
 
 
 def vital_rows(values: dict[str, np.ndarray], org_units: Sequence[str], at: datetime) -> list[dict[str, Any]]:
@@ -259,6 +286,73 @@ def store_rows(session: Session, rows: list[dict[str, Any]]) -> int:
 def store(session: Session, *, values: dict[str, np.ndarray], org_units: Sequence[str], at: datetime) -> int:
     """Write one moment of every indicator (units with nothing to measure are skipped)."""
     return store_rows(session, vital_rows(values, org_units, at))
+
+
+def part_rows(
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    positions: Sequence[int],
+    org_units: Sequence[str],
+    at: datetime,
+    *,
+    shard: int,
+    shards: int,
+) -> list[dict[str, Any]]:
+    """One shard's parts of every indicator at the given org positions (every one, even an empty part:
+    a moment is complete when all shards have written theirs)."""
+    rows: list[dict[str, Any]] = []
+    for slug, (numerator, denominator) in parts.items():
+        for position in positions:
+            below = float(denominator[position])
+            rows.append({"org_unit": org_units[position], "indicator": slug, "ts": at, "shard": shard,
+                         "shards": shards, "numerator": float(numerator[position]),
+                         "denominator": None if np.isnan(below) else below})
+    return rows
+
+
+def store_parts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write a shard's parts; a part written before for the same moment is replaced (a worker that
+    restarted within the interval)."""
+    if not rows:
+        return
+    table = VitalSignPartRow.__table__
+    moment = rows[0]["ts"]
+    session.execute(sa.delete(table).where(table.c.ts == moment, table.c.shard == rows[0]["shard"]))
+    session.execute(table.insert(), rows)
+
+
+def merge_parts(session: Session, specs: Sequence[IndicatorSpec], *, stale_before: datetime) -> int:
+    """Write the value of every (unit, indicator, moment) whose parts are all in, drop those parts, and
+    drop incomplete parts older than `stale_before` (a shard that stopped will not complete them).
+    Returns the values written. Two workers may merge the same moment: the second one's insert does
+    nothing."""
+    table = VitalSignPartRow.__table__
+    by_slug = {spec.slug: spec for spec in specs}
+    groups = session.execute(
+        sa.select(table.c.org_unit, table.c.indicator, table.c.ts, table.c.shards,
+                  sa.func.count().label("parts"), sa.func.sum(table.c.numerator).label("numerator"),
+                  sa.func.sum(table.c.denominator).label("denominator"))
+        .group_by(table.c.org_unit, table.c.indicator, table.c.ts, table.c.shards)
+    ).all()
+    complete = [g for g in groups if g.parts == g.shards and g.indicator in by_slug]
+    values = []
+    for group in complete:
+        value = indicator_value(
+            by_slug[group.indicator],
+            np.array([group.numerator], np.float64),
+            np.array([np.nan if group.denominator is None else group.denominator], np.float64),
+        )[0]
+        if not np.isnan(value):
+            values.append({"org_unit": group.org_unit, "indicator": group.indicator, "ts": group.ts,
+                           "value": float(value)})
+    if values:
+        insert = (sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert)(
+            VitalSignRow.__table__)
+        session.execute(insert.on_conflict_do_nothing(), values)
+    for group in complete:
+        session.execute(sa.delete(table).where(table.c.org_unit == group.org_unit,
+                                               table.c.indicator == group.indicator, table.c.ts == group.ts))
+    session.execute(sa.delete(table).where(table.c.ts < stale_before))
+    return len(values)
 
 
 def latest(session: Session, *, org_unit: str) -> list[VitalSignRow]:
