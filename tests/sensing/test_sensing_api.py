@@ -162,6 +162,33 @@ def test_devices_are_listed_and_found(client: TestClient, platform: Platform) ->
     assert again.json()["existing"] == ["AQ-0"] and again.json()["errors"][0]["field"] == "[1].device_type"
 
 
+def test_dead_letters_are_replayed_once_their_device_is_registered(client: TestClient, platform: Platform) -> None:
+    village = _register(client, platform)
+    now = time.time()
+    early = [{"deviceId": "AQ-7", "ts": now - 120 + i, "seq": i, "pm25": 200.0} for i in range(3)]
+    early.append({"deviceId": "AQ-0", "ts": now - 100, "pm25": -3})  # out of range: refused again later
+    assert client.post("/api/v1/telemetry", json=early).status_code == 207
+    dead = client.get("/api/v1/telemetry/dead-letters").json()["items"]
+    assert sorted(d["reason"] for d in dead) == ["pm25: -3 is below the minimum 0"] + ["unknown device"] * 3
+
+    registered = client.post("/api/v1/devices", json=[{"deviceId": "AQ-7", "deviceType": "air_quality",
+                                                       "orgUnit": village}])
+    assert registered.status_code == 201
+    replay = client.post("/api/v1/telemetry/dead-letters/replay", json={"since": _iso(now - 3600)})
+    assert replay.status_code == 200, replay.text
+    assert replay.json() == {"replayed": 4, "accepted": 3, "refused": 1, "duplicates": 0, "outOfOrder": 0}
+    left = client.get("/api/v1/telemetry/dead-letters").json()["items"]
+    assert [(d["deviceId"], d["reason"]) for d in left] == [("AQ-0", "pm25: -3 is below the minimum 0")]
+    active = client.get("/api/v1/alerts", params={"status": "active", "deviceType": "air_quality"}).json()
+    assert ("pm25-heavy", "AQ-7") in {(a["ruleId"], a["subject"]) for a in active["items"]}
+    window = {"start": _iso(now - 3600), "end": _iso(now + 60), "deviceId": "AQ-7", "measurement": "pm25"}
+    assert len(client.get("/api/v1/telemetry", params=window).json()["items"]) == 3
+
+    again = client.post("/api/v1/telemetry/dead-letters/replay", json={"deviceId": "AQ-7"}).json()
+    assert again["replayed"] == 0  # nothing of AQ-7 is left to replay
+    assert client.post("/api/v1/telemetry/dead-letters/replay", json={}).status_code == 422
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "field"),
     [

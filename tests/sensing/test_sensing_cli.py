@@ -23,6 +23,7 @@ runner = CliRunner()
         ["alerts", "list"],
         ["telemetry"],
         ["telemetry", "query"],
+        ["telemetry", "replay"],
     ],
 )
 def test_every_sensing_command_explains_itself(command: list[str]) -> None:
@@ -109,5 +110,19 @@ def test_devices_import_registers_good_rows_reports_bad_ones_and_is_idempotent(t
 )
 def test_bad_sensing_commands_fail_in_one_line(tmp_path, args: list[str], message: str) -> None:
     result = runner.invoke(app, [*args, "--home", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "name the dead letters to replay"),
+        (["--device", "AQ-1", "--url", "http://127.0.0.1:9"], "cannot reach the City Brain at http://127.0.0.1:9"),
+        (["--since", "yesterday"], "--since: not a time"),
+    ],
+)
+def test_replay_refuses_in_one_line(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["telemetry", "replay", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output

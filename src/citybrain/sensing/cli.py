@@ -294,6 +294,45 @@ def query_telemetry(
     console.print(f"{table.num_rows} rows")
 
 
+@telemetry_app.command("replay")
+def replay_dead_letters(
+    url: Annotated[str, typer.Option("--url", help="The running City Brain's API (its pipeline does the work).")]
+    = "http://127.0.0.1:8000",
+    dead_letter: Annotated[list[int] | None, typer.Option("--id", help="A dead letter id (repeatable).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="The dead letters of one device.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Those whose reason contains this text.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Those received at or after this time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, oldest first.")] = 10_000,
+) -> None:
+    """Send dead letters through the ingest again, e.g. after registering the devices they came from. What
+    is accepted now is stored and judged by the rules; what is refused again stays a dead letter with
+    today's reason."""
+    import httpx
+
+    body: dict[str, Any] = {"limit": limit}
+    if dead_letter:
+        body["ids"] = dead_letter
+    if device:
+        body["deviceId"] = device
+    if reason:
+        body["reason"] = reason
+    if since:
+        body["since"] = _moment(since, "since").isoformat()
+    if len(body) == 1:
+        fail("name the dead letters to replay: --id, --device, --reason or --since")
+    try:
+        answer = httpx.post(f"{url.rstrip('/')}/api/v1/telemetry/dead-letters/replay", json=body, timeout=600)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the City Brain at {url}: {exc}")
+    if answer.status_code != 200:
+        detail = answer.json().get("detail") if answer.headers.get("content-type", "").endswith("json") else None
+        fail(f"the City Brain refused the replay ({answer.status_code}): {detail or answer.text[:200]}")
+    outcome = answer.json()
+    console.print(f"{outcome['replayed']:,} dead letters replayed: {outcome['accepted']:,} readings accepted, "
+                  f"{outcome['refused']:,} refused again, {outcome['duplicates']:,} duplicates, "
+                  f"{outcome['outOfOrder']:,} out of order")
+
+
 @telemetry_app.command("relay")
 def relay(
     shards: Annotated[int, typer.Option("--shards", min=1, max=1024,

@@ -9,6 +9,7 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
 from citybrain.core.errors import CityBrainError, InvalidInput, NotFound, PayloadTooLarge
@@ -245,6 +246,35 @@ async def dead_letters(
         for r in rows[: page.limit]
     ]
     return _json({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+
+
+class DeadLetterReplay(BaseModel):
+    """Which dead letters to send through the pipeline again; at least one filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] | None = Field(None, max_length=10_000, description="These dead letters")
+    deviceId: str | None = Field(None, max_length=64, description="Those of one device")
+    reason: str | None = Field(None, max_length=200, description="Those whose reason contains this text")
+    since: AwareDatetime | None = Field(None, description="Those received at or after this time")
+    limit: int = Field(10_000, ge=1, le=100_000, description="At most this many, oldest first")
+
+    @model_validator(mode="after")
+    def _some_filter(self) -> DeadLetterReplay:
+        if not (self.ids or self.deviceId or self.reason or self.since):
+            raise ValueError("name the dead letters to replay: ids, deviceId, reason or since")
+        return self
+
+
+@router.post("/telemetry/dead-letters/replay",
+             summary="Send dead letters through the ingest again (after registering their device, say)")
+async def replay_dead_letters(platform: PlatformDep, request: DeadLetterReplay) -> Response:
+    """Accepted readings are stored (and judged by the rules when they are the device's newest); those
+    refused again stay dead letters with the reason of today; the replayed rows are removed."""
+    outcome = await _runtime(platform).replay_dead_letters(
+        ids=request.ids, device_id=request.deviceId, reason=request.reason, since=request.since,
+        limit=request.limit)
+    return _json(outcome)
 
 
 @router.get("/alerts", summary="Alerts (filter by status, severity, device type, org unit with descendants)")

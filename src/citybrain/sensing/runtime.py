@@ -512,6 +512,63 @@ class SensingRuntime:
                 transitions.append((slug, found, None))
         return self._store([], transitions)
 
+    async def replay_dead_letters(
+        self,
+        *,
+        ids: list[int] | None = None,
+        device_id: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        limit: int = 10_000,
+    ) -> dict[str, int]:
+        """Send stored dead letters through the pipeline again (oldest first), e.g. after their device was
+        registered or its type's range was corrected. What is accepted now goes to the lake (and to the
+        rules if it moves its device's time forward); what is refused again is kept as a new dead letter
+        with today's reason. The replayed rows are deleted only after the readings are durable, so a
+        crash in between replays them again, and the pipeline then drops them as duplicates."""
+        def select() -> list[DeadLetterRow]:
+            stmt = sa.select(DeadLetterRow)
+            if ids:
+                stmt = stmt.where(DeadLetterRow.id.in_(ids))
+            if device_id is not None:
+                stmt = stmt.where(DeadLetterRow.device_id == device_id)
+            if reason is not None:
+                stmt = stmt.where(DeadLetterRow.reason.contains(reason, autoescape=True))
+            if since is not None:
+                stmt = stmt.where(DeadLetterRow.received_at >= since)
+            with self.platform.session() as session:
+                return list(session.scalars(stmt.order_by(DeadLetterRow.id).limit(limit)))
+
+        rows = await self.platform.run(select)
+        messages: list[RawMessage] = []
+        refused: list[DeadLetter] = []
+        for row in rows:
+            received = row.received_at.timestamp()
+            if row.topic:  # taken from MQTT, or an HTTP item already turned into its topic
+                messages.append((row.topic, row.payload, received))
+                continue
+            try:
+                item = orjson.loads(row.payload)
+            except orjson.JSONDecodeError:
+                refused.append(DeadLetter("replay", "", row.device_id, "payload is not JSON (or was cut at 4 KB)",
+                                          row.payload, received))
+                continue
+            more, _positions, dead = self.http_messages([item])
+            messages += [(topic, payload, received) for topic, payload, _now in more]
+            refused += dead
+        report = await self.ingest(messages, source="replay", refused=refused)
+
+        def delete() -> None:
+            with self.platform.transaction() as session:
+                session.execute(sa.delete(DeadLetterRow).where(DeadLetterRow.id.in_([r.id for r in rows])))
+
+        if rows:
+            await self.platform.run(delete)
+        outcome = {"replayed": len(rows), "accepted": report.accepted_count, "refused": len(report.dead),
+                   "duplicates": report.duplicates, "outOfOrder": report.out_of_order}
+        log.info("dead letters replayed: %s", outcome)
+        return outcome
+
     def http_messages(self, items: list[Any]) -> tuple[list[RawMessage], list[int], list[DeadLetter]]:
         """HTTP readings as the raw messages MQTT would have carried: (messages, the item index of each,
         dead letters for items that name no registered device, positioned by item index)."""
