@@ -41,10 +41,11 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     parent_id: str | None = None
     actor: str = "system"
     org_scope: tuple[str, ...] | None = None
+    roles: tuple[str, ...] = ()  # what the actor may see and do (district_leader, dispatcher, auditor …)
 
     def child(self, *, actor: str | None = None) -> Context:
         """A context for work caused by this one: same scope, new id, this id as parent."""
-        return Context(parent_id=self.id, actor=actor or self.actor, org_scope=self.org_scope)
+        return Context(parent_id=self.id, actor=actor or self.actor, org_scope=self.org_scope, roles=self.roles)
 
 
 SYSTEM = Context(id="00000000-0000-7000-8000-000000000000", actor="system")

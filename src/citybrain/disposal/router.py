@@ -1,0 +1,258 @@
+"""Disposal routes: cases (open, list, act, follow), reporters' feedback, the inbox of a handling unit,
+and the routing rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
+
+from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
+from citybrain.core.context import Context
+from citybrain.core.errors import CityBrainError, InvalidInput
+from citybrain.disposal import flows, service
+from citybrain.disposal.events import RoutingRulesChanged
+from citybrain.disposal.lifecycle import OPEN, Status
+from citybrain.disposal.routing import Router, RoutingRules
+from citybrain.disposal.runtime import Disposal
+from citybrain.disposal.schemas import CaseCreate, CasePage, CaseRead, Feedback, ReportRead, TransitionRead
+from citybrain.disposal.schemas import TransitionRequest
+from citybrain.hub.background import find_service
+
+router = APIRouter(prefix="/api/v1", tags=["disposal"])
+CaseRef = Annotated[str, Path(max_length=36, description="Case id or number (e.g. 20261203-000042)")]
+INBOX_STATUSES = (Status.DISPATCHED, Status.RECEIVED, Status.IN_PROGRESS, Status.ESCALATED, Status.RETURNED,
+                  Status.TRIAGED, Status.REOPENED, Status.HANDLED)
+
+
+class DisposalUnavailable(CityBrainError):
+    status = 503
+    title = "Service unavailable"
+    slug = "unavailable"
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+
+
+def disposal_of(platform: Any) -> Disposal:
+    found = find_service(platform, Disposal)
+    if found is None:
+        raise DisposalUnavailable("disposal is not running in this process")
+    return found
+
+
+def masker_for(ctx: Context) -> Any:
+    """How personal data in free text is shown to this reader (by role, see hotline.pii)."""
+    from citybrain.hotline.pii import text_masker
+
+    return text_masker(ctx)
+
+
+async def _publish(platform: Any, outcome: flows.Outcome) -> None:
+    if outcome.events:
+        await platform.bus.publish(*outcome.events)
+
+
+@router.post("/cases", status_code=201, summary="Open a case (grid inspector, department system, any channel)",
+             responses={201: {"model": CaseRead}})
+async def open_case(platform: PlatformDep, ctx: ContextDep, body: CaseCreate) -> Response:
+    """Opens the case and, unless `dispatch` is false, triages it by the catalogue and the routing rules and
+    dispatches it to the handling unit, whose respond clock starts."""
+    disposal = disposal_of(platform)
+    outcome = await platform.run(flows.open_case, platform, disposal, body, ctx=ctx)
+    await _publish(platform, outcome)
+    disposal.wake()
+    view = {**outcome.case, "description": masker_for(ctx)(outcome.case["description"])}
+    return _json(view, 201, headers={"Location": f"/api/v1/cases/{outcome.case['id']}"})
+
+
+@router.get("/cases", summary="Cases, newest first (filters combine)", responses={200: {"model": CasePage}})
+async def list_cases(
+    platform: PlatformDep,
+    ctx: ContextDep,
+    page: PageDep,
+    status: Annotated[str | None, Query(description="Comma-separated statuses, or 'open'")] = None,
+    eventType: Annotated[str | None, Query(max_length=16)] = None,
+    department: Annotated[str | None, Query(max_length=32)] = None,
+    handlingUnit: Annotated[str | None, Query(max_length=64)] = None,
+    orgUnit: Annotated[str | None, Query(max_length=64, description="Located in this unit or below")] = None,
+    channel: Annotated[str | None, Query(max_length=16)] = None,
+    breached: Annotated[bool | None, Query(description="Only cases that breached (or never breached) an SLA")]
+    = None,
+    createdFrom: Annotated[datetime | None, Query()] = None,
+    createdTo: Annotated[datetime | None, Query()] = None,
+) -> Response:
+    statuses = _statuses(status)
+    tree = platform.org_tree
+    for name, code in (("handlingUnit", handlingUnit), ("orgUnit", orgUnit)):
+        if code is not None and code not in tree:
+            raise InvalidInput.at(name, f"unknown org unit {code!r}")
+    for name, moment in (("createdFrom", createdFrom), ("createdTo", createdTo)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidInput.at(name, "a time with its zone is required, e.g. 2026-12-01T08:00:00Z")
+    before = service.check_page_cursor(page.cursor)
+    org_units = tree.descendants(orgUnit) if orgUnit else None
+    if ctx.org_scope is not None:  # a station or sub-centre sees the cases of its own area
+        scope = {code for unit in ctx.org_scope for code in tree.descendants(unit)}
+        org_units = [code for code in (org_units or scope) if code in scope]
+    mask = masker_for(ctx)
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            rows = service.list_cases(
+                session, status=statuses, event_type=eventType, department=department,
+                handling_units=[handlingUnit] if handlingUnit else None, org_units=org_units, channel=channel,
+                breached=breached, created_from=createdFrom, created_to=createdTo, before_id=before,
+                limit=page.limit + 1)
+            return [service.case_view(r, mask=mask) for r in rows]
+
+    items = await platform.run(work)
+    next_cursor = items[page.limit - 1]["id"] if len(items) > page.limit else None
+    return _json({"items": items[: page.limit], "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+
+
+def _statuses(text: str | None) -> list[str]:
+    if not text:
+        return []
+    if text == "open":
+        return sorted(s.value for s in OPEN)
+    statuses = [part.strip() for part in text.split(",") if part.strip()]
+    known = {s.value for s in Status}
+    for value in statuses:
+        if value not in known:
+            raise InvalidInput.at("status", f"unknown status {value!r}; one of open, {', '.join(sorted(known))}")
+    return statuses
+
+
+@router.get("/cases/inbox", summary="What a handling unit must act on, soonest due first (mobile-friendly)")
+async def inbox(
+    platform: PlatformDep,
+    ctx: ContextDep,
+    handlingUnit: Annotated[str, Query(max_length=64, description="The station, sub-centre or centre")],
+    department: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    """A compact list for a handler's phone: number, title, status, the next actions, due time, place."""
+    if handlingUnit not in platform.org_tree:
+        raise InvalidInput.at("handlingUnit", f"unknown org unit {handlingUnit!r}")
+    mask = masker_for(ctx)
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            rows = service.inbox(session, handling_unit=handlingUnit, department=department,
+                                 statuses=[s.value for s in INBOX_STATUSES], limit=limit)
+            return [service.inbox_view(r, mask=mask) for r in rows]
+
+    return _json({"handlingUnit": handlingUnit, "items": await platform.run(work)})
+
+
+@router.get("/cases/{case_ref}", summary="One case", responses={200: {"model": CaseRead}})
+async def get_case(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) -> Response:
+    mask = masker_for(ctx)
+
+    def work() -> dict[str, Any]:
+        with platform.session() as session:
+            row = service.get_case(session, case_ref=case_ref)
+            _check_scope(platform, ctx, row.org_unit, row.handling_unit)
+            return service.case_view(row, mask=mask)
+
+    return _json(await platform.run(work))
+
+
+def _check_scope(platform: Any, ctx: Context, *codes: str | None) -> None:
+    from citybrain.core.errors import NotFound
+
+    if ctx.org_scope is None:
+        return
+    if not any(code is not None and platform.org_tree.within(code, ctx.org_scope) for code in codes):
+        raise NotFound("no such case in your area")  # not 403: do not confirm that it exists
+
+
+@router.post("/cases/{case_ref}/transitions", summary="Act on a case (409 names the allowed actions)",
+             responses={200: {"model": CaseRead}})
+async def act(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef, body: TransitionRequest) -> Response:
+    disposal = disposal_of(platform)
+    outcome = await platform.run(flows.transition, platform, disposal, case_ref, body, ctx=ctx)
+    await _publish(platform, outcome)
+    disposal.wake()
+    return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+
+
+@router.get("/cases/{case_ref}/transitions", summary="Every step of a case, oldest first",
+            responses={200: {"model": list[TransitionRead]}})
+async def case_transitions(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) -> Response:
+    mask = masker_for(ctx)
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            row = service.get_case(session, case_ref=case_ref)
+            _check_scope(platform, ctx, row.org_unit, row.handling_unit)
+            return [service.transition_view(t, mask=mask) for t in service.transitions(session, case_id=row.id)]
+
+    return _json({"items": await platform.run(work)})
+
+
+@router.get("/cases/{case_ref}/reports", summary="The reports of a case (contacts masked by role)",
+            responses={200: {"model": list[ReportRead]}})
+async def case_reports(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) -> Response:
+    from citybrain.hotline.pii import contact_masker
+
+    mask, mask_contact = masker_for(ctx), contact_masker(ctx)
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            row = service.get_case(session, case_ref=case_ref)
+            _check_scope(platform, ctx, row.org_unit, row.handling_unit)
+            return [service.report_view(r, mask=mask, mask_contact=mask_contact)
+                    for r in service.reports(session, case_id=row.id)]
+
+    return _json({"items": await platform.run(work)})
+
+
+@router.post("/reports/{report_id}/feedback", summary="A reporter's verdict after closure (回访)",
+             responses={200: {"model": CaseRead}})
+async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[int, Path(ge=1)],
+                   body: Feedback) -> Response:
+    """Unresolved or unsatisfied reopens the case."""
+    disposal = disposal_of(platform)
+    outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
+    await _publish(platform, outcome)
+    disposal.wake()
+    return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+
+
+@router.get("/routing/rules", summary="The routing rules in force, with their version")
+async def get_routing_rules(platform: PlatformDep) -> Response:
+    disposal = disposal_of(platform)
+    return _json({"version": disposal.router.version, **disposal.router.rules.model_dump(mode="json")})
+
+
+@router.put("/routing/rules", summary="Replace the routing rules (kept as a new version)")
+async def put_routing_rules(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
+    from pydantic import ValidationError
+
+    from citybrain.core.errors import FieldError
+
+    try:
+        rules = RoutingRules.model_validate(body)
+    except ValidationError as exc:
+        errors = [FieldError(".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
+                             .replace(".[", "["), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise InvalidInput(f"{errors[0].field}: {errors[0].reason}" if len(errors) == 1 else
+                           "The routing rules have invalid fields", errors=errors) from None
+    Router(rules, platform.org_tree)  # refuses unknown org units, naming the field
+
+    def work() -> int:
+        with platform.transaction() as session:
+            return service.store_routing_rules(session, rules=rules.model_dump(mode="json", exclude_defaults=True),
+                                               actor=ctx.actor, now=platform.clock.now())
+
+    version = await platform.run(work)
+    disposal = disposal_of(platform)
+    await platform.run(disposal.load)
+    await platform.bus.publish(RoutingRulesChanged(context=ctx, version=version))
+    return _json({"version": version, **rules.model_dump(mode="json")})
