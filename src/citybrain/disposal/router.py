@@ -18,8 +18,15 @@ from citybrain.disposal.events import RoutingRulesChanged
 from citybrain.disposal.lifecycle import OPEN, Status
 from citybrain.disposal.routing import Router, RoutingRules
 from citybrain.disposal.runtime import Disposal
-from citybrain.disposal.schemas import CaseCreate, CasePage, CaseRead, Feedback, ReportRead, TransitionRead
-from citybrain.disposal.schemas import TransitionRequest
+from citybrain.disposal.schemas import (
+    CaseCreate,
+    CasePage,
+    CaseRead,
+    Feedback,
+    ReportRead,
+    TransitionRead,
+    TransitionRequest,
+)
 from citybrain.hub.background import find_service
 
 router = APIRouter(prefix="/api/v1", tags=["disposal"])
