@@ -263,3 +263,146 @@ async def put_routing_rules(platform: PlatformDep, ctx: ContextDep, body: JsonBo
     await platform.run(disposal.load)
     await platform.bus.publish(RoutingRulesChanged(context=ctx, version=version))
     return _json({"version": version, **rules.model_dump(mode="json")})
+
+
+supervision_router = APIRouter(prefix="/api/v1/supervision", tags=["supervision"])
+
+
+def _window(start: datetime | None, end: datetime | None, clock_now: datetime, days: float) -> tuple[datetime, datetime]:
+    from datetime import timedelta
+
+    for name, moment in (("from", start), ("to", end)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidInput.at(name, "a time with its zone is required, e.g. 2026-12-01T00:00:00+08:00")
+    end = end or clock_now
+    start = start or end - timedelta(days=days)
+    if start >= end:
+        raise InvalidInput.at("from", "must be before `to`")
+    return start, end
+
+
+@supervision_router.get("/rates", summary="三率 (response, resolution, satisfaction) and on-time rates per group")
+async def supervision_rates(
+    platform: PlatformDep,
+    start: Annotated[datetime | None, Query(alias="from", description="Default: 30 days before `to`")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="Default: now")] = None,
+    by: Annotated[str, Query(description="department, town, org_unit, event_type, category, channel, "
+                                         "handling_unit or all")] = "department",
+) -> Response:
+    from citybrain.disposal import supervision
+
+    start, end = _window(start, end, platform.clock.now(), 30)
+    towns = _towns_of(platform) if by == "town" else None
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            return supervision.rates(session, start=start, end=end, group_by=by, towns_of=towns)
+
+    return _json({"from": start.isoformat(), "to": end.isoformat(), "by": by, "items": await platform.run(work)})
+
+
+def _towns_of(platform: Any) -> dict[str, str]:
+    tree = platform.org_tree
+    out = {}
+    for code in tree.units:
+        chain = [code, *reversed(tree.ancestors(code))]
+        out[code] = next((c for c in chain if tree.units[c].kind == "town"), code)
+    return out
+
+
+@supervision_router.get("/hotspots", summary="Places where one event type keeps recurring")
+async def supervision_hotspots(
+    platform: PlatformDep,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    minCases: Annotated[int, Query(ge=2, le=10_000)] = 3,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    from citybrain.disposal import supervision
+
+    start, end = _window(start, end, platform.clock.now(), 30)
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            return [h.view() for h in supervision.hotspots(session, start=start, end=end, min_cases=minCases,
+                                                           limit=limit)]
+
+    return _json({"from": start.isoformat(), "to": end.isoformat(), "items": await platform.run(work)})
+
+
+@supervision_router.get("/tasks", summary="Supervision tasks (督办) of the big loop")
+async def supervision_tasks(
+    platform: PlatformDep,
+    status: Annotated[str | None, Query(pattern="^(open|acknowledged|closed)$")] = None,
+    department: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    from citybrain.disposal import supervision
+
+    def work() -> list[dict[str, Any]]:
+        with platform.session() as session:
+            return [supervision.task_view(t) for t in
+                    supervision.list_tasks(session, status=status, department=department, limit=limit)]
+
+    return _json({"items": await platform.run(work)})
+
+
+@supervision_router.post("/tasks/{task_id}/{action}", summary="Acknowledge or close a supervision task")
+async def supervision_task_action(platform: PlatformDep, task_id: Annotated[str, Path(max_length=36)],
+                                  action: Annotated[str, Path(pattern="^(acknowledge|close)$")],
+                                  body: JsonBody | None = None) -> Response:
+    from citybrain.disposal import supervision
+
+    note = body.get("note") if isinstance(body, dict) else None
+    if note is not None and not isinstance(note, str):
+        raise InvalidInput.at("note", "text is required")
+    return _json(await platform.run(supervision.move_task, platform, task_id, action, note=note))
+
+
+@supervision_router.post("/scan", summary="Look for recurring problems now and open their tasks")
+async def supervision_scan(
+    platform: PlatformDep, ctx: ContextDep,
+    windowDays: Annotated[float, Query(gt=0, le=366)] = 30.0,
+    minCases: Annotated[int, Query(ge=2, le=10_000)] = 5,
+) -> Response:
+    from citybrain.disposal import supervision
+
+    disposal = disposal_of(platform)
+    opened = await platform.run(supervision.open_recurring_tasks, platform, disposal, window_days=windowDays,
+                                min_cases=minCases)
+    if opened:
+        await platform.bus.publish(*supervision.opened_events(opened, ctx))
+    return _json({"opened": opened})
+
+
+@supervision_router.get("/brief", summary="The daily brief for the leadership, as HTML or PDF")
+async def daily_brief(
+    platform: PlatformDep,
+    day: Annotated[str | None, Query(alias="date", pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                     description="Local day (default: yesterday)")] = None,
+    format: Annotated[str, Query(pattern="^(html|pdf)$")] = "html",
+    lang: Annotated[str, Query(pattern="^(zh|en)$")] = "zh",
+) -> Response:
+    from datetime import date, timedelta
+
+    from citybrain.disposal import brief
+    from citybrain.disposal.service import NUMBER_ZONE
+
+    try:
+        chosen = date.fromisoformat(day) if day else (platform.clock.now().astimezone(NUMBER_ZONE).date()
+                                                      - timedelta(days=1))
+    except ValueError:
+        raise InvalidInput.at("date", f"not a day: {day!r}") from None
+    disposal = disposal_of(platform)
+    figures = await platform.run(brief.build, platform, disposal, day=chosen, lang=lang)
+    if format == "pdf":
+        content = await anyio_to_thread(brief.render_pdf, figures)
+        return Response(content, media_type="application/pdf", headers={
+            "Content-Disposition": f'inline; filename="brief-{chosen.isoformat()}.pdf"'})
+    return Response(await anyio_to_thread(brief.render_html, figures), media_type="text/html; charset=utf-8")
+
+
+async def anyio_to_thread(function: Any, *args: Any) -> Any:
+    import anyio
+
+    return await anyio.to_thread.run_sync(function, *args)
