@@ -55,12 +55,28 @@ class Settings(BaseSettings):
     telemetry_nats: str = Field("", description="NATS JetStream to take sharded telemetry from (nats://host:4222), as `citybrain sensing relay` puts it there; instead of MQTT.")
     telemetry_stream: str = Field("CITYBRAIN_TELEMETRY", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="JetStream stream of the sharded telemetry; subjects telemetry.{stream}.{shard}.")
     vitals_interval_s: float = Field(60.0, gt=0, description="How often vital signs are computed and stored.")
+    open311_jurisdiction: str = Field("", description="Open311 jurisdiction_id accepted besides the district codes.")
+    open311_api_keys: str = Field(
+        "", description="Open311 API keys that may file requests, as key=owner pairs separated by commas (a key "
+                        "without =owner is its own owner). Empty: nobody may post.")
+    supervision_interval_s: float = Field(3600.0, gt=0, description="How often recurring problems are looked for.")
+    recurring_window_days: float = Field(30.0, gt=0, description="The window a recurring problem is counted in.")
+    recurring_min_cases: int = Field(5, ge=2, description="Cases of one type in one place that make a recurring problem.")
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:
         if self.sensing_shard >= self.sensing_shards:
             raise ValueError(f"sensing_shard {self.sensing_shard} is not below sensing_shards {self.sensing_shards}")
         return self
+
+    def open311_keys(self) -> dict[str, str]:
+        """Open311 API key → owner."""
+        keys = {}
+        for part in self.open311_api_keys.split(","):
+            key, _, owner = part.strip().partition("=")
+            if key:
+                keys[key] = owner or key[:6]
+        return keys
 
     @property
     def database_url(self) -> str:

@@ -47,6 +47,7 @@ class Outcome:
     case: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     created: bool = False
+    report_id: int | None = None  # the report a flow recorded (opening a case, adding a report)
 
 
 # ---------------------------------------------------------------------------------------------- opening
@@ -71,13 +72,14 @@ def open_case(platform: Platform, disposal: Disposal, request: CaseCreate, *, ct
             reopens=0, reports=1, breaches=0, created_at=now, updated_at=now, version=1)
         session.add(row)
         reporter = request.reporter
-        session.add(CaseReportRow(
+        report = CaseReportRow(
             case_id=row.id, channel=request.channel, external_id=request.externalId,
             text=report_text if report_text is not None else request.description,
             contact_name=reporter.name if reporter else None, contact_phone=reporter.phone if reporter else None,
             contact_email=reporter.email if reporter else None, address=request.address, lon=lon, lat=lat,
             org_unit=org_unit, reported_at=request.occurredAt or now, classified_as=classified_as,
-            confidence=confidence, data=report_data or {}))
+            confidence=confidence, data=report_data or {})
+        session.add(report)
         transitions = [_record(row, None, "report", ctx, now, reason=None,
                                attachments=request.attachments, data={"channel": request.channel})]
         if request.dispatch:
@@ -85,8 +87,9 @@ def open_case(platform: Platform, disposal: Disposal, request: CaseCreate, *, ct
         session.add_all(transitions)
         session.flush()
         view = service.case_view(row)
+        report_id = report.id
     events = [_transitioned(row.id, row.number, t, view, ctx) for t in transitions]
-    return Outcome(view, events, created=True)
+    return Outcome(view, events, created=True, report_id=report_id)
 
 
 def _triage_and_dispatch(platform: Platform, disposal: Disposal, session: Session, row: CaseRow,
@@ -291,7 +294,7 @@ def add_report(platform: Platform, case_ref: str, *, channel: str, text: str, re
         session.flush()
         view = service.case_view(row)
         report_id = report.id
-    return Outcome(view, [_transitioned(row.id, row.number, note, view, ctx)]), report_id
+    return Outcome(view, [_transitioned(row.id, row.number, note, view, ctx)], report_id=report_id), report_id
 
 
 def record_feedback(platform: Platform, disposal: Disposal, report_id: int, feedback: Feedback, *,

@@ -1,0 +1,178 @@
+"""The running hotline of one process: the complaint classifier, the address locator over the org tree,
+and the index of open complaints that new ones are checked against for duplicates.
+
+The classifier is the city's own model when one was trained (`citybrain hotline train`, saved under
+`{home}/models/`), else one trained at start from the catalogue's own examples and keywords, so a fresh
+install classifies from its first complaint without downloading anything. A classifier's labels may be
+catalogue codes, or another taxonomy's labels (TipDM paths, 311 request types) that the catalogue's
+references map onto event types.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from citybrain.disposal.catalogue.spec import EventTypeSpec
+    from citybrain.hotline.locate import Location
+    from citybrain.platform import Platform
+
+log = logging.getLogger(__name__)
+MODEL_NAME = "hotline-classifier"
+MIN_CONFIDENCE = 0.25  # below it a complaint waits for a dispatcher's triage instead of going out at once
+FALLBACK_CODES = ("CG-99-001",)  # when a label maps to nothing: the general city-management type
+
+
+class Hotline:
+    """Background service (nothing runs in the background but the start-up load) and the intake's tools."""
+
+    name = "hotline"
+
+    def __init__(self, platform: Platform, *, specs: Sequence[EventTypeSpec] | None = None,
+                 classifier: Any = None) -> None:
+        self.platform = platform
+        self._specs = specs
+        self.classifier = classifier
+        self.min_confidence = MIN_CONFIDENCE
+        self._labels: dict[str, str] = {}
+        self._locator: Any = None
+        self._index: Any = None
+        self._cases: dict[str, tuple[str, str]] = {}  # report id → (case id, event type)
+        self._lock = threading.Lock()  # the index is used from the store threads
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self.load)
+
+    async def stop(self) -> None:
+        return None
+
+    def load(self) -> None:
+        """Build the label map, the classifier, the locator and the duplicate index (from open cases)."""
+        from citybrain.hotline.dedup import DuplicateIndex
+        from citybrain.hotline.locate import Locator
+
+        specs = list(self._specs) if self._specs is not None else self._catalogue()
+        self._labels = label_map(specs)
+        if self.classifier is None:
+            self.classifier = self._load_or_train(specs)
+        self._locator = Locator(self.platform.org_tree)
+        self._index = DuplicateIndex(tree=self.platform.org_tree)
+        self._fill_index()
+
+    def _catalogue(self) -> list[EventTypeSpec]:
+        from citybrain.disposal.runtime import load_catalogue
+
+        return load_catalogue(self.platform)
+
+    def model_path(self) -> Path:
+        return self.platform.settings.home / "models" / MODEL_NAME
+
+    def _load_or_train(self, specs: Sequence[EventTypeSpec]) -> Any:
+        from citybrain.hotline.classify import load_classifier, seed_classifier
+
+        path = self.model_path()
+        try:
+            model = load_classifier(path)
+            if model is not None:
+                log.info("hotline: classifier %s loaded from %s", getattr(model, "slug", "?"), path)
+                return model
+        except Exception:
+            log.exception("hotline: the saved classifier at %s could not be loaded; training a seed model", path)
+        model = seed_classifier(specs)
+        log.info("hotline: seed classifier trained on the catalogue's examples (%d event types)", len(specs))
+        return model
+
+    def _fill_index(self) -> None:
+        from citybrain.disposal.models import CaseReportRow, CaseRow
+
+        assert self._index is not None
+        horizon = self.platform.clock.now() - timedelta(seconds=self._index.settings.window_s)
+        with self.platform.session() as session:
+            rows = session.execute(
+                sa.select(CaseReportRow.id, CaseReportRow.case_id, CaseReportRow.text, CaseReportRow.reported_at,
+                          CaseReportRow.lon, CaseReportRow.lat, CaseReportRow.org_unit, CaseRow.event_type)
+                .join(CaseRow, CaseRow.id == CaseReportRow.case_id)
+                .where(CaseRow.status.not_in(["closed", "merged"]), CaseReportRow.reported_at >= horizon,
+                       CaseRow.channel.not_in(["sensing", "inspector", "department"]))
+                .order_by(CaseReportRow.reported_at)).all()
+        for row in rows:
+            point = (row.lon, row.lat) if row.lon is not None and row.lat is not None else None
+            self.remember(row.id, row.case_id, row.text, row.reported_at.timestamp(), point=point,
+                          org_unit=row.org_unit, event_type=row.event_type)
+        log.info("hotline: %d open complaints indexed for duplicate detection", len(rows))
+
+    # ------------------------------------------------------------------ understanding
+
+    def classify(self, text: str) -> tuple[str, float]:
+        """(event type code, confidence) of a complaint's text."""
+        prediction = self.classifier.predict([text])[0]
+        for label, score in [(prediction.label, prediction.confidence), *prediction.alternatives]:
+            code = self._labels.get(label)
+            if code is not None:
+                return code, round(float(score), 4)
+        return self._labels.get(FALLBACK_CODES[0], FALLBACK_CODES[0]), 0.0
+
+    def top(self, text: str, k: int = 5) -> list[tuple[str, float]]:
+        prediction = self.classifier.predict([text])[0]
+        pairs = [(prediction.label, prediction.confidence), *prediction.alternatives]
+        seen: dict[str, float] = {}
+        for label, score in pairs:
+            code = self._labels.get(label)
+            if code is not None and code not in seen:
+                seen[code] = round(float(score), 4)
+        return list(seen.items())[:k]
+
+    def locate(self, text: str) -> Location | None:
+        return self._locator.locate(text) if self._locator is not None and text else None
+
+    def find_duplicate(self, text: str, ts: float, *, point: tuple[float, float] | None, org_unit: str | None,
+                       event_type: str) -> tuple[int, str] | None:
+        """(report id, case id) of the open complaint this one repeats, if any (same event type only)."""
+        with self._lock:
+            matches = self._index.find(text, ts, point=point, org_unit=org_unit)
+        for report_id, _score in matches:
+            case = self._cases.get(report_id)
+            if case is not None and case[1] == event_type:
+                return int(report_id), case[0]
+        return None
+
+    def remember(self, report_id: int, case_id: str, text: str, ts: float, *, point: tuple[float, float] | None,
+                 org_unit: str | None, event_type: str) -> None:
+        with self._lock:
+            self._index.add(str(report_id), text, ts, point=point, org_unit=org_unit)
+            self._cases[str(report_id)] = (case_id, event_type)
+
+    def forget_case(self, case_id: str) -> None:
+        """A closed case takes its complaints out of the duplicate index."""
+        with self._lock:
+            for report_id in [r for r, (c, _) in self._cases.items() if c == case_id]:
+                self._index.remove(report_id)
+                del self._cases[report_id]
+
+
+def label_map(specs: Sequence[EventTypeSpec]) -> dict[str, str]:
+    """Classifier label → event type: the codes themselves, the TipDM paths and their first level (the
+    general type of that class), and the 311 request types."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        out[spec.code] = spec.code
+        for path in spec.refs.tipdm:
+            out.setdefault(path, spec.code)
+        for name in (*spec.refs.la311, *spec.refs.nyc311):
+            out.setdefault(name, spec.code)
+    for spec in specs:  # a bare first-level TipDM class maps to that class's general type
+        for path in spec.refs.tipdm:
+            if "/" not in path:
+                out[path] = spec.code
+    return out
+
