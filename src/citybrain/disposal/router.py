@@ -292,22 +292,13 @@ async def supervision_rates(
     from citybrain.disposal import supervision
 
     start, end = _window(start, end, platform.clock.now(), 30)
-    towns = _towns_of(platform) if by == "town" else None
+    towns = supervision.towns_of(platform.org_tree) if by == "town" else None
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
             return supervision.rates(session, start=start, end=end, group_by=by, towns_of=towns)
 
     return _json({"from": start.isoformat(), "to": end.isoformat(), "by": by, "items": await platform.run(work)})
-
-
-def _towns_of(platform: Any) -> dict[str, str]:
-    tree = platform.org_tree
-    out = {}
-    for code in tree.units:
-        chain = [code, *reversed(tree.ancestors(code))]
-        out[code] = next((c for c in chain if tree.units[c].kind == "town"), code)
-    return out
 
 
 @supervision_router.get("/hotspots", summary="Places where one event type keeps recurring")

@@ -113,6 +113,15 @@ def rates(session: Session, *, start: datetime, end: datetime, group_by: str = "
     return sorted(by_key.values(), key=lambda e: (-(e.get("cases") or 0), str(e["key"])))
 
 
+def towns_of(tree: Any) -> dict[str, str]:
+    """Org unit → the town it lies in (a unit above the towns maps to itself)."""
+    out = {}
+    for code in tree.units:
+        chain = [code, *reversed(tree.ancestors(code))]
+        out[code] = next((c for c in chain if tree.units[c].kind == "town"), code)
+    return out
+
+
 def _merge_by_town(rows: list[dict[str, Any]], towns_of: dict[str, str]) -> list[dict[str, Any]]:
     """Roll org-unit rows up to their towns: counts add; rates are recomputed from their parts."""
     merged: dict[str, dict[str, float]] = {}

@@ -328,9 +328,9 @@ async def open_publishers(address: BrokerAddress, count: int, *, client_id_prefi
     try:
         await asyncio.gather(*(one(i) for i in range(count)))
     except BaseException:
-        for protocol in opened:
-            if protocol is not None:
-                protocol.close()
+        for connection in opened:
+            if connection is not None:
+                connection.close()
         raise
     return [p for p in opened if p is not None]
 
