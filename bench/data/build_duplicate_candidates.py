@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Candidate pairs for the labelled duplicate sample (`hotline_duplicate_pairs.csv`), by several routes.
+
+This script only *proposes* pairs; every label in the CSV was given by reading both messages. It needs the
+TipDM messages from `../shared/data/complaints/` and writes a review file with the text to a path outside
+the repository (the licence of the messages is unknown, so their text never enters the repo):
+
+    python bench/data/build_duplicate_candidates.py /tmp/dup_review.txt
+
+Routes (a pair keeps the first route that found it):
+
+- `high_sim`   cosine ≥ 0.45 of character-bigram TF-IDF (subject + details);
+- `place`      both mention the same rare place-like token (estate, company, school, road …), any similarity;
+- `subject`    share a rare subject word (jieba) with cosine 0.15–0.45: same topic, maybe not same problem;
+- `medium_sim` cosine 0.25–0.45 at random: hard negatives and paraphrased duplicates;
+- `random`     uniformly random pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+MESSAGES = SHARED / "data" / "complaints" / "tipdm2020c_messages_unlabelled.csv"
+PLACE = re.compile(r"[\u4e00-\u9fa5A-Za-z0-9]{2,10}?(?:小区|花园|家园|公寓|苑|广场|大厦|公司|学校|中学|小学|幼儿园|医院|"
+                   r"市场|商城|城|湾|府|村|路|街|大道|社区|项目|楼盘|工业园|园)")
+GENERIC = {"A市", "小区", "公司", "学校", "中学", "小学", "医院", "市场", "社区", "村", "马路", "道路", "本村",
+           "我们小区", "该小区", "这个小区", "所在小区", "这个公司", "该公司", "我们村"}
+
+
+def load() -> list[dict[str, str]]:
+    with MESSAGES.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def bigram_tfidf(texts: list[str]) -> sparse.csr_matrix:
+    vocab: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for i, text in enumerate(texts):
+        counts: dict[int, int] = defaultdict(int)
+        for j in range(len(text) - 1):
+            counts[vocab.setdefault(text[j:j + 2], len(vocab))] += 1
+        for col, n in counts.items():
+            rows.append(i)
+            cols.append(col)
+            vals.append(1 + np.log(n))
+    m = sparse.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab)))
+    df = np.bincount(m.indices, minlength=len(vocab))
+    m = m.multiply(np.log((1 + len(texts)) / (1 + df)) + 1).tocsr()
+    norms = np.sqrt(m.multiply(m).sum(axis=1)).A1
+    return sparse.diags(1 / np.maximum(norms, 1e-12)) @ m
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/dup_review.txt")
+    rng = random.Random(20240611)
+    rows = load()
+    texts = [re.sub(r"\s+", "", r["留言主题"] + r["留言详情"]) for r in rows]
+    m = bigram_tfidf(texts)
+    sim = (m @ m.T).toarray()
+    np.fill_diagonal(sim, 0)
+    n = len(rows)
+    pairs: dict[tuple[int, int], str] = {}
+
+    def keep(i: int, j: int, route: str) -> None:
+        key = (min(i, j), max(i, j))
+        if i != j and key not in pairs:
+            pairs[key] = route
+
+    iu = np.triu_indices(n, 1)
+    flat = sim[iu]
+    high = np.flatnonzero(flat >= 0.45)
+    for k in rng.sample(list(high), min(len(high), 190)):
+        keep(int(iu[0][k]), int(iu[1][k]), "high_sim")
+
+    places: dict[str, set[int]] = defaultdict(set)
+    for i, text in enumerate(texts):
+        for token in set(PLACE.findall(text)):
+            if token not in GENERIC and not token.startswith(("A市", "我", "该", "这")):
+                places[token].add(i)
+    place_pairs = [(i, j) for token, ids in places.items() if 2 <= len(ids) <= 6
+                   for i in ids for j in ids if i < j]
+    for i, j in rng.sample(place_pairs, min(len(place_pairs), 130)):
+        keep(i, j, "place")
+
+    import jieba  # only for the subject-word route
+    words: dict[str, set[int]] = defaultdict(set)
+    for i, r in enumerate(rows):
+        for w in set(jieba.lcut(r["留言主题"])):
+            if len(w) >= 2 and not w.startswith("A"):
+                words[w].add(i)
+    subject_pairs = [(i, j) for w, ids in words.items() if 2 <= len(ids) <= 15
+                     for i in ids for j in ids if i < j and 0.15 <= sim[i, j] < 0.45]
+    for i, j in rng.sample(subject_pairs, min(len(subject_pairs), 70)):
+        keep(i, j, "subject")
+
+    medium = np.flatnonzero((flat >= 0.25) & (flat < 0.45))
+    for k in rng.sample(list(medium), min(len(medium), 70)):
+        keep(int(iu[0][k]), int(iu[1][k]), "medium_sim")
+
+    for _ in range(50):
+        keep(rng.randrange(n), rng.randrange(n), "random")
+
+    # The review file shows neither the route nor the similarity, so that labels come from reading alone;
+    # they go to a side file (`….routes.tsv`) that the CSV's `route` column is filled from afterwards.
+    order = sorted(pairs.items(), key=lambda kv: rng.random())
+    with out.with_suffix(".routes.tsv").open("w", encoding="utf-8") as handle:
+        for (i, j), route in order:
+            handle.write(f"{rows[i]['留言编号']}\t{rows[j]['留言编号']}\t{route}\t{sim[i, j]:.3f}\n")
+    with out.open("w", encoding="utf-8") as handle:
+        for number, ((i, j), _route) in enumerate(order):
+            a, b = rows[i], rows[j]
+            handle.write(f"### {number} {a['留言编号']} {b['留言编号']}\n")
+            for r in (a, b):
+                details = re.sub(r"\s+", " ", r["留言详情"])[:260]
+                handle.write(f"  [{r['留言编号']}] {r['留言时间']} {r['留言用户']} | {r['留言主题']}\n     {details}\n")
+    print(f"{len(pairs)} pairs → {out}", {route: list(pairs.values()).count(route) for route in set(pairs.values())})
+
+
+if __name__ == "__main__":
+    main()
