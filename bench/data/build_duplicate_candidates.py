@@ -127,3 +127,41 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def hard_negatives(out: Path, count: int = 130, seed: int = 20240612) -> None:
+    """Second round (`hard_neg` route): pairs of middling similarity (cosine 0.15–0.5) that share no rare
+    place-like token, excluding pairs already in the CSV. They are mostly the same kind of complaint about
+    different places, which the first round had too few of; every one was still labelled by reading."""
+    rng = random.Random(seed)
+    rows = load()
+    texts = [re.sub(r"\s+", "", r["留言主题"] + r["留言详情"]) for r in rows]
+    m = bigram_tfidf(texts)
+    sim = (m @ m.T).toarray()
+    labelled = Path(__file__).with_name("hotline_duplicate_pairs.csv")
+    with labelled.open(encoding="utf-8") as handle:
+        seen = {(r["id_a"], r["id_b"]) for r in csv.DictReader(handle)}
+    places = [{t for t in PLACE.findall(text) if t not in GENERIC and not t.startswith(("A市", "我", "该", "这"))}
+              for text in texts]
+    iu = np.triu_indices(len(rows), 1)
+    flat = sim[iu]
+    middle = [k for k in np.flatnonzero((flat >= 0.15) & (flat < 0.5))
+              if not places[iu[0][k]] & places[iu[1][k]]]
+    chosen = []
+    for k in rng.sample(middle, len(middle)):
+        i, j = int(iu[0][k]), int(iu[1][k])
+        key = tuple(sorted((rows[i]["留言编号"], rows[j]["留言编号"]), key=int))
+        if key not in seen:
+            seen.add(key)
+            chosen.append((i, j))
+        if len(chosen) == count:
+            break
+    with out.with_suffix(".routes.tsv").open("w", encoding="utf-8") as handle:
+        for i, j in chosen:
+            handle.write(f"{rows[i]['留言编号']}\t{rows[j]['留言编号']}\thard_neg\t{sim[i, j]:.3f}\n")
+    with out.open("w", encoding="utf-8") as handle:
+        for number, (i, j) in enumerate(chosen):
+            handle.write(f"### {number} {rows[i]['留言编号']} {rows[j]['留言编号']}\n")
+            for r in (rows[i], rows[j]):
+                details = re.sub(r"\s+", " ", r["留言详情"])[:260]
+                handle.write(f"  [{r['留言编号']}] {r['留言时间']} {r['留言用户']} | {r['留言主题']}\n     {details}\n")
