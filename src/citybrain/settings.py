@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     telemetry_nats: str = Field("", description="NATS JetStream to take sharded telemetry from (nats://host:4222), as `citybrain sensing relay` puts it there; instead of MQTT.")
     telemetry_stream: str = Field("CITYBRAIN_TELEMETRY", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="JetStream stream of the sharded telemetry; subjects telemetry.{stream}.{shard}.")
     vitals_interval_s: float = Field(60.0, gt=0, description="How often vital signs are computed and stored.")
+    pii_hash_key: SecretStr = Field(
+        SecretStr(""), description="HMAC key of `hash` masking of personal data (same key → same tags, so "
+                                   "cases of one caller link); empty = a fixed development key, not secret.")
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:
