@@ -13,7 +13,7 @@ A reader with several roles gets, per kind, the most permissive action among the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -118,14 +118,15 @@ def hash_key() -> bytes:
     return value.encode() if value else DEVELOPMENT_KEY
 
 
-def _lang(text: str) -> str:
+def _lang(text: str) -> Literal["zh", "en"]:
     return "zh" if any(_HAN_START <= ch <= _HAN_END for ch in text) else "en"
 
 
 def apply_masks(text: str, spans: Iterable[PiiSpan], roles: Iterable[str] | str, policy: MaskingPolicy,
-                *, key: bytes | None = None) -> str:
-    """Replace each span of `text` by its masked form (spans must not overlap)."""
-    context = MaskContext(key=key if key is not None else hash_key(), lang=_lang(text))  # type: ignore[arg-type]
+                *, key: bytes | None = None, lang: Literal["zh", "en"] | None = None) -> str:
+    """Replace each span of `text` by its masked form (spans must not overlap). Labels are Chinese when
+    the text has Chinese characters, English otherwise, unless `lang` says."""
+    context = MaskContext(key=key if key is not None else hash_key(), lang=lang or _lang(text))
     roles = tuple((roles,) if isinstance(roles, str) else roles)
     out, pos = [], 0
     for span in sorted(spans, key=lambda s: s.start):
@@ -143,12 +144,14 @@ def mask_text(text: str, roles: Iterable[str] | str, policy: MaskingPolicy = DEF
 
 
 def mask_record(record: Mapping[str, Any], field_kinds: Mapping[str, str], roles: Iterable[str] | str,
-                policy: MaskingPolicy = DEFAULT_POLICY, *, key: bytes | None = None) -> dict[str, Any]:
+                policy: MaskingPolicy = DEFAULT_POLICY, *, key: bytes | None = None,
+                lang: Literal["zh", "en"] = "zh") -> dict[str, Any]:
     """A copy of `record` with its personal fields masked.
 
     `field_kinds` maps a field to a kind of personal data (`{"contact_phone": "mobile", "name": "name"}`):
     the whole value is masked as that kind. The kind `"text"` marks free text (the complaint itself), which
-    is searched with `find_pii`. Fields not listed, and empty values, are copied as they are.
+    is searched with `find_pii`. Fields not listed, and empty values, are copied as they are. Labels of
+    structured fields are in `lang` (a phone field reads [手机号] even though its value is all digits).
     """
     roles = tuple((roles,) if isinstance(roles, str) else roles)
     out = dict(record)
@@ -160,7 +163,8 @@ def mask_record(record: Mapping[str, Any], field_kinds: Mapping[str, str], roles
         if kind == "text":
             out[field] = mask_text(text, roles, policy, key=key)
         elif kind in KINDS:
-            out[field] = apply_masks(text, [PiiSpan(kind, 0, len(text), text)], roles, policy, key=key)  # type: ignore[arg-type]
+            span = PiiSpan(kind, 0, len(text), text)  # type: ignore[arg-type]
+            out[field] = apply_masks(text, [span], roles, policy, key=key, lang=lang)
         else:
             raise ValueError(f"field {field!r}: unknown kind {kind!r}; kinds: text, {', '.join(KINDS)}")
     return out
