@@ -15,7 +15,7 @@ the text however many units the district has. How a text is resolved:
    ambiguous village name lies within one town, that town (lower confidence); else the named town.
 
 Confidence is a prior, not a calibrated probability: official name 0.95, suffix variant 0.9, bare town
-name 0.75, bare village name 0.65; +0.04 when a village lies in a named town; ×0.7 when it contradicts the
+name 0.75 (0.5 for a two-character one: 金桥, 书院 are also words), bare village name 0.65; +0.04 when a village lies in a named town; ×0.7 when it contradicts the
 named town; an ambiguous village name that only identifies its town gives 0.6.
 """
 
@@ -33,6 +33,8 @@ FULL, VARIANT, BARE = "full", "variant", "bare"
 CONFIDENCE = {(FULL, "town"): 0.95, (VARIANT, "town"): 0.9, (BARE, "town"): 0.75,
               (FULL, "village"): 0.95, (VARIANT, "village"): 0.9, (BARE, "village"): 0.65,
               (FULL, "district"): 0.95, (VARIANT, "district"): 0.9, (BARE, "district"): 0.75}
+# Two-character bare town names (金桥, 高桥, 书院) are also ordinary words and other cities' places.
+SHORT_BARE_TOWN = 0.5
 IN_NAMED_TOWN_BONUS = 0.04
 CONTRADICTS_TOWN_FACTOR = 0.7
 TOWN_OF_AMBIGUOUS_VILLAGE = 0.6
@@ -131,8 +133,11 @@ class Locator:
             for alias, form in name_variants(unit).items():
                 aliases[alias].append(_Candidate(unit.code, unit.kind, form))
         self._automaton = ahocorasick.Automaton()
+        rank = {FULL: 0, VARIANT: 1, BARE: 2}
         for alias, candidates in aliases.items():
-            self._automaton.add_word(alias, (alias, tuple(candidates)))
+            # 合庆镇 is a town's official name and the bare name of 合庆镇居委会: the stronger form wins.
+            best = min(rank[c.form] for c in candidates)
+            self._automaton.add_word(alias, (alias, tuple(c for c in candidates if rank[c.form] == best)))
         self._automaton.make_automaton()
         self.aliases = len(aliases)
 
@@ -192,7 +197,10 @@ class Locator:
                 best = location  # 'village' > 'town', so a resolved village beats a town
         if best is not None and best.kind == "village":
             return best
-        town_locations = [self._location(c.code, CONFIDENCE[(c.form, "town")], h) for h, c in towns.values()]
+        town_locations = [
+            self._location(c.code, SHORT_BARE_TOWN if c.form == BARE and len(h.alias) <= 2
+                           else CONFIDENCE[(c.form, "town")], h)
+            for h, c in towns.values()]
         if best is not None:
             town_locations.append(best)
         if not town_locations:
