@@ -122,11 +122,11 @@ def run_duplicates(shared_dir: Path) -> tuple[dict[str, float | int], list[str]]
         "dedup_msgs_per_s": round(len(messages) / seconds, 1),
     }
     lines = [
-        f"{len(pairs)} labelled pairs ({sum(pairs.values())} duplicates) of the {len(messages):,} TipDM messages, "
-        f"replayed in time order through `DuplicateIndex` (find, then add); text = subject + details, no place.",
+        (f"{len(pairs)} labelled pairs ({sum(pairs.values())} duplicates) of the {len(messages):,} TipDM messages, "
+         "replayed in time order through `DuplicateIndex` (find, then add); text = subject + details, no place."),
         "",
-        "| threshold | precision (30-day window) | recall | recall of pairs ≤ 30 days apart | "
-        "precision (text only, no window) | recall |",
+        ("| threshold | precision (30-day window) | recall | recall of pairs ≤ 30 days apart | "
+         "precision (text only, no window) | recall |"),
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for threshold in SWEEP:
@@ -138,12 +138,12 @@ def run_duplicates(shared_dir: Path) -> tuple[dict[str, float | int], list[str]]
                      f"{near['recall']:.3f} | {free['precision']:.3f} | {free['recall']:.3f} |")
     lines += [
         "",
-        f"Operating point (◀): threshold {settings.threshold}, the lowest whose precision stays clearly above 0.9 "
-        "(≥ 0.93) even on text alone without the window, because merging two different problems costs more "
-        "than a missed merge; 0.25 sits at the 0.9 line there, too close for a sample of this size.",
-        f"Replay of all {len(messages):,} messages with the default settings: "
-        f"{figures['dedup_msgs_per_s']:,} messages/s (index + query), "
-        f"{figures['dedup_linked_pairs']:,} pairs linked.",
+        (f"Operating point (◀): threshold {settings.threshold}, the lowest whose precision stays clearly above "
+         "0.9 (≥ 0.93) even on text alone without the window, because merging two different problems costs more "
+         "than a missed merge; 0.25 sits at the 0.9 line there, too close for a sample of this size."),
+        (f"Replay of all {len(messages):,} messages with the default settings: "
+         f"{figures['dedup_msgs_per_s']:,} messages/s (index + query), "
+         f"{figures['dedup_linked_pairs']:,} pairs linked."),
     ]
     return figures, lines
 

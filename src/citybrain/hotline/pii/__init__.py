@@ -1,7 +1,15 @@
 """Personal data in citizen requests: detection (`find_pii`), masking actions as plug-ins (`maskers`), and
 masking policies as data (`MaskingPolicy`, `DEFAULT_POLICY`) applied by `mask_text` and `mask_record`."""
 
-from citybrain.hotline.pii.detect import KINDS, SURNAMES, PiiKind, PiiSpan, find_pii, luhn_valid, valid_id_card
+from citybrain.hotline.pii.detect import (
+    KINDS,
+    SURNAMES,
+    PiiKind,
+    PiiSpan,
+    find_pii,
+    luhn_valid,
+    valid_id_card,
+)
 from citybrain.hotline.pii.maskers import MaskContext, Masker, MaskerManifest, maskers, pii_hash
 from citybrain.hotline.pii.policy import (
     DEFAULT_POLICY,
