@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Candidate pairs for the labelled duplicate sample (`hotline_duplicate_pairs.csv`), by several routes.
 
-This script only *proposes* pairs; every label in the CSV was given by reading both messages. It needs the
-TipDM messages from `../shared/data/complaints/` and writes a review file with the text to a path outside
-the repository (the licence of the messages is unknown, so their text never enters the repo):
+This script only *proposes* pairs; every label in the CSV was given by reading both messages. It is
+deterministic, but the committed sample came from a first version that iterated sets in hash order, so a
+rerun proposes a similar, not the identical, list. It needs the TipDM messages from
+`../shared/data/complaints/` and writes a review file with the text to a path outside the repository (the
+licence of the messages is unknown, so their text never enters the repo):
 
-    python bench/data/build_duplicate_candidates.py /tmp/dup_review.txt
+    python bench/data/build_duplicate_candidates.py /tmp/dup_review.txt                     # first round
+    python bench/data/build_duplicate_candidates.py /tmp/dup_review2.txt --hard-negatives   # second round
 
 Routes (a pair keeps the first route that found it):
 
@@ -13,7 +16,8 @@ Routes (a pair keeps the first route that found it):
 - `place`      both mention the same rare place-like token (estate, company, school, road …), any similarity;
 - `subject`    share a rare subject word (jieba) with cosine 0.15–0.45: same topic, maybe not same problem;
 - `medium_sim` cosine 0.25–0.45 at random: hard negatives and paraphrased duplicates;
-- `random`     uniformly random pairs.
+- `random`     uniformly random pairs;
+- `hard_neg`   (second round) middling similarity and no shared place token — see `hard_negatives`.
 """
 
 from __future__ import annotations
@@ -83,22 +87,21 @@ def main() -> None:
 
     places: dict[str, set[int]] = defaultdict(set)
     for i, text in enumerate(texts):
-        for token in set(PLACE.findall(text)):
-            if token not in GENERIC and not token.startswith(("A市", "我", "该", "这")):
-                places[token].add(i)
+        for token in sorted(place_tokens(text)):
+            places[token].add(i)
     place_pairs = [(i, j) for token, ids in places.items() if 2 <= len(ids) <= 6
-                   for i in ids for j in ids if i < j]
+                   for i in sorted(ids) for j in sorted(ids) if i < j]
     for i, j in rng.sample(place_pairs, min(len(place_pairs), 130)):
         keep(i, j, "place")
 
     import jieba  # only for the subject-word route
     words: dict[str, set[int]] = defaultdict(set)
     for i, r in enumerate(rows):
-        for w in set(jieba.lcut(r["留言主题"])):
+        for w in sorted(set(jieba.lcut(r["留言主题"]))):
             if len(w) >= 2 and not w.startswith("A"):
                 words[w].add(i)
     subject_pairs = [(i, j) for w, ids in words.items() if 2 <= len(ids) <= 15
-                     for i in ids for j in ids if i < j and 0.15 <= sim[i, j] < 0.45]
+                     for i in sorted(ids) for j in sorted(ids) if i < j and 0.15 <= sim[i, j] < 0.45]
     for i, j in rng.sample(subject_pairs, min(len(subject_pairs), 70)):
         keep(i, j, "subject")
 
@@ -109,29 +112,33 @@ def main() -> None:
     for _ in range(50):
         keep(rng.randrange(n), rng.randrange(n), "random")
 
-    # The review file shows neither the route nor the similarity, so that labels come from reading alone;
-    # they go to a side file (`….routes.tsv`) that the CSV's `route` column is filled from afterwards.
-    order = sorted(pairs.items(), key=lambda kv: rng.random())
+    write_review(out, rows, sorted(pairs.items(), key=lambda kv: rng.random()), sim)
+    print(f"{len(pairs)} pairs → {out}", {route: list(pairs.values()).count(route) for route in set(pairs.values())})
+
+
+def write_review(out: Path, rows: list[dict[str, str]], order: list[tuple[tuple[int, int], str]],
+                 sim: np.ndarray) -> None:
+    """The review file shows neither the route nor the similarity, so that labels come from reading alone;
+    they go to a side file (`….routes.tsv`) that the CSV's `route` column is filled from afterwards."""
     with out.with_suffix(".routes.tsv").open("w", encoding="utf-8") as handle:
         for (i, j), route in order:
             handle.write(f"{rows[i]['留言编号']}\t{rows[j]['留言编号']}\t{route}\t{sim[i, j]:.3f}\n")
     with out.open("w", encoding="utf-8") as handle:
         for number, ((i, j), _route) in enumerate(order):
-            a, b = rows[i], rows[j]
-            handle.write(f"### {number} {a['留言编号']} {b['留言编号']}\n")
-            for r in (a, b):
+            handle.write(f"### {number} {rows[i]['留言编号']} {rows[j]['留言编号']}\n")
+            for r in (rows[i], rows[j]):
                 details = re.sub(r"\s+", " ", r["留言详情"])[:260]
                 handle.write(f"  [{r['留言编号']}] {r['留言时间']} {r['留言用户']} | {r['留言主题']}\n     {details}\n")
-    print(f"{len(pairs)} pairs → {out}", {route: list(pairs.values()).count(route) for route in set(pairs.values())})
 
 
-if __name__ == "__main__":
-    main()
+def place_tokens(text: str) -> set[str]:
+    """Place-like tokens (…小区, …公司, …路) minus the generic ones."""
+    return {t for t in PLACE.findall(text) if t not in GENERIC and not t.startswith(("A市", "我", "该", "这"))}
 
 
 def hard_negatives(out: Path, count: int = 130, seed: int = 20240612) -> None:
     """Second round (`hard_neg` route): pairs of middling similarity (cosine 0.15–0.5) that share no rare
-    place-like token, excluding pairs already in the CSV. They are mostly the same kind of complaint about
+    place-like token, excluding the first round's pairs. They are mostly the same kind of complaint about
     different places, which the first round had too few of; every one was still labelled by reading."""
     rng = random.Random(seed)
     rows = load()
@@ -140,9 +147,8 @@ def hard_negatives(out: Path, count: int = 130, seed: int = 20240612) -> None:
     sim = (m @ m.T).toarray()
     labelled = Path(__file__).with_name("hotline_duplicate_pairs.csv")
     with labelled.open(encoding="utf-8") as handle:
-        seen = {(r["id_a"], r["id_b"]) for r in csv.DictReader(handle)}
-    places = [{t for t in PLACE.findall(text) if t not in GENERIC and not t.startswith(("A市", "我", "该", "这"))}
-              for text in texts]
+        seen = {(r["id_a"], r["id_b"]) for r in csv.DictReader(handle) if r["route"] != "hard_neg"}
+    places = [place_tokens(text) for text in texts]
     iu = np.triu_indices(len(rows), 1)
     flat = sim[iu]
     middle = [k for k in np.flatnonzero((flat >= 0.15) & (flat < 0.5))
@@ -156,12 +162,11 @@ def hard_negatives(out: Path, count: int = 130, seed: int = 20240612) -> None:
             chosen.append((i, j))
         if len(chosen) == count:
             break
-    with out.with_suffix(".routes.tsv").open("w", encoding="utf-8") as handle:
-        for i, j in chosen:
-            handle.write(f"{rows[i]['留言编号']}\t{rows[j]['留言编号']}\thard_neg\t{sim[i, j]:.3f}\n")
-    with out.open("w", encoding="utf-8") as handle:
-        for number, (i, j) in enumerate(chosen):
-            handle.write(f"### {number} {rows[i]['留言编号']} {rows[j]['留言编号']}\n")
-            for r in (rows[i], rows[j]):
-                details = re.sub(r"\s+", " ", r["留言详情"])[:260]
-                handle.write(f"  [{r['留言编号']}] {r['留言时间']} {r['留言用户']} | {r['留言主题']}\n     {details}\n")
+    write_review(out, rows, [(pair, "hard_neg") for pair in chosen], sim)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[2] == "--hard-negatives":
+        hard_negatives(Path(sys.argv[1]))
+    else:
+        main()
