@@ -125,15 +125,19 @@ class DuplicateIndex:
             self._df = np.concatenate([self._df, np.zeros(max(len(self._vocab), len(self._df)), np.int64)])
         return np.asarray(ids, np.int32)
 
-    def _vector(self, counts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _vector(self, counts: dict[str, int], ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Term ids and L2-normalised TF-IDF weights of the `max_terms` heaviest known terms (a term no
-        report has cannot match, so a query's unknown terms are skipped)."""
-        ids = np.fromiter(map(self._vocab.get, counts, itertools.repeat(-1)), np.int64, len(counts))
-        known = ids >= 0
-        if not known.any():
+        report has cannot match, so a query's unknown terms are skipped). `ids`: the counts' term ids when
+        the caller has them already (all known)."""
+        tfs = np.array(list(counts.values()), np.float64)
+        if ids is None:
+            ids = np.array(list(map(self._vocab.get, counts, itertools.repeat(-1))), np.int64)
+            known = ids >= 0
+            if not known.all():
+                ids, tfs = ids[known], tfs[known]
+        if not len(ids):
             return np.empty(0, np.int32), np.empty(0, np.float32)
-        terms = ids[known].astype(np.int32)
-        tfs = np.fromiter(counts.values(), np.float64, len(counts))[known]
+        terms = ids.astype(np.int32)
         weights = (1.0 + np.log(tfs)) * self._idf(terms)
         if len(terms) > self.settings.max_terms:
             keep = np.argpartition(-weights, self.settings.max_terms - 1)[: self.settings.max_terms]
@@ -205,7 +209,7 @@ class DuplicateIndex:
         counts = bigram_counts(text)
         all_terms = self._term_ids(counts)
         self._df[all_terms] += 1  # ids are distinct: one increment per term
-        terms, weights = self._vector(counts)
+        terms, weights = self._vector(counts, all_terms)
         if len(terms) < len(all_terms):
             # Document frequency counts the terms a report keeps, so that dropping it undoes exactly this.
             self._df[np.setdiff1d(all_terms, terms, assume_unique=True)] -= 1
@@ -244,7 +248,7 @@ class DuplicateIndex:
         if len(self._scratch) < len(self._vocab):
             self._scratch = np.zeros(2 * len(self._vocab), np.float32)
         self._scratch[terms] = weights
-        lengths = np.fromiter((len(r.terms) for r in chosen), np.int64, len(chosen))
+        lengths = np.array([len(r.terms) for r in chosen], np.int64)
         flat_terms = np.concatenate([r.terms for r in chosen])
         flat_weights = np.concatenate([r.weights for r in chosen])
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
