@@ -140,7 +140,7 @@ def test_the_labelled_sample_is_well_formed() -> None:
         seen.add((r["id_a"], r["id_b"]))
         assert r["label"] in {"0", "1"} and r["kind"] in KINDS, r
         assert (r["label"] == "1") == (r["kind"] in POSITIVE_KINDS), r
-        assert r["route"] in {"high_sim", "place", "subject", "medium_sim", "random", "hard_neg"}, r
+        assert r["route"] in {"high_sim", "place", "subject", "medium_sim", "random", "hard_neg", "audit"}, r
         assert 5 <= len(r["note"]) <= 120, r
 
 
