@@ -250,3 +250,18 @@ def test_policies_are_yaml_data_checked_on_load() -> None:
         MaskingPolicy.from_yaml("roles:\n  dispatcher: {iban: none}\n")
     with pytest.raises(ValueError, match="unknown kind 'fax'"):
         mask_record({"f": "x"}, {"f": "fax"}, "auditor")
+
+
+def test_the_hash_key_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from citybrain.settings import get_settings
+
+    get_settings.cache_clear()
+    default = mask_text("电话13812345678", "analyst")
+    monkeypatch.setenv("CITYBRAIN_PII_HASH_KEY", "district-secret")
+    get_settings.cache_clear()
+    try:
+        keyed = mask_text("电话13812345678", "analyst")
+        assert keyed != default and keyed == mask_text("电话13812345678", "analyst", key=b"district-secret")
+    finally:
+        monkeypatch.delenv("CITYBRAIN_PII_HASH_KEY")
+        get_settings.cache_clear()
