@@ -129,6 +129,7 @@ def test_numbers_codes_and_addresses(text: str, expected: list[tuple[str, str]])
     "沪A股票上涨，京AB公司",  # plate-like but not a plate
     "13812345678901",  # too long for a phone
     "面积120平方米，2019年5月31日交房，12345热线",
+    "投诉到总部400-889-3333，或拨800-555-0199",  # service lines, not persons
 ])
 def test_number_look_alikes_are_not_personal_data(text: str) -> None:
     assert find_pii(text) == []
@@ -145,6 +146,8 @@ def test_luhn() -> None:
     ("联系人：欧阳娜娜", ["欧阳娜娜"]),
     ("经营者：黄兵梅 地址", ["黄兵梅"]),
     ("请李女士和王师傅到场", ["李女士", "王师傅"]),
+    ("投诉人：刘严联系电话：", ["刘严"]),
+    ("控告人潘平安，住某地", ["潘平安"]),
     ("My name is John Smith and Ms. Brown called", ["John Smith", "Brown"]),
 ])
 def test_names_after_cues_and_before_honorifics(text: str, names: list[str]) -> None:
@@ -153,7 +156,8 @@ def test_names_after_cues_and_before_honorifics(text: str, names: list[str]) -> 
 
 @pytest.mark.parametrize("text", [
     "王府井大街人太多", "张江镇的路灯不亮", "我和老师一起去", "向老师反映过", "我是业主", "高桥镇政府",
-    "李子园小区", "投诉人员态度差", "联系人员不在",
+    "李子园小区", "投诉人员态度差", "联系人员不在", "投诉人相信还有很多", "经营者严重违法", "值班老师要求",
+    "校车师傅告知", "是位女士接的", "姓名和联系方式", "用我的姓名查询",
 ])
 def test_places_and_words_that_start_with_a_surname_are_not_names(text: str) -> None:
     assert [s for s in find_pii(text) if s.kind == "name"] == []

@@ -62,11 +62,26 @@ _NOT_IN_NAME = set("的了是在和与及或今现住家从来去到说要想向
 _HONORIFICS = ("先生", "女士", "小姐", "师傅", "阿姨", "大爷", "大妈", "大姐", "大哥", "老师", "老伯", "奶奶", "爷爷")
 # Surnames that are also everyday words before a form of address (和老师 "and the teacher", 向师傅 "to the
 # driver"): taken only after a cue, never from the honorific alone.
-_WORDLIKE_SURNAMES = set("和向于时都但那来信相也被给对跟请问找叫让与及或是有在的把为")
-_CUES = ("我叫", "本人叫", "名字叫", "我的名字是", "我的名字叫", "本人姓名", "姓名", "联系人", "举报人", "投诉人",
-         "反映人", "控告人", "申请人", "求助人", "来电人", "报案人", "经营者", "户主", "法人代表", "法定代表人")
-_CUE_RE = re.compile("(?:" + "|".join(sorted(_CUES, key=len, reverse=True)) + r")(?:是|为)?[:：\s]{0,3}")
+_WORDLIKE_SURNAMES = set("和向于时都但那来信相也被给对跟请问找叫让与及或是有在的把为位")
+# Strong cues are followed by a name; weak ones (举报人, 经营者 …) often by a verb (投诉人相信, 经营者严重…),
+# so after a weak cue a name counts only after a colon or a space, or when punctuation, a digit or the
+# end of the text follows it.
+_STRONG_CUES = ("我叫", "本人叫", "名字叫", "我的名字是", "我的名字叫", "本人姓名", "姓名", "联系人")
+_WEAK_CUES = ("举报人", "投诉人", "反映人", "控告人", "被控告人", "申请人", "求助人", "来电人", "报案人", "经营者", "户主",
+              "法人代表", "法定代表人")
+_CUE_RE = re.compile("(" + "|".join(sorted(_STRONG_CUES + _WEAK_CUES, key=len, reverse=True))
+                     + r")(?:是|为)?([:：\s]{0,3})")
+_NAME_END_OK = re.compile(r"$|[\s\d，。、；：！？,.;:!?（）()“”\"'《》【】\-—]")
+# Two-character words that start with a surname character and follow cues or precede titles in
+# complaints; never read as a name.
+_NOT_NAMES = frozenset("严重 利用 相信 单方 单位 方面 方便 方式 时间 时候 高度 全部 全体 全面 明确 明显 安全 安排 关于 关系 "
+                       "公司 公开 公共 公示 和联 向上 任何 周边 周围 马上 常年 于是 应该 管理 成立 包括 程序 施工 申请 "
+                       "解决 车辆 车位 路口 路面 未经 没有 曾经 多次 多年 查询 查看 登记".split())
+# Before a surname + title (王先生, 李老师) stands punctuation, a non-Chinese character, or one of these
+# words; any other character makes the surname the end of another word (值班老师, 校车师傅, 一位女士).
+_BEFORE_TITLE = set("的请找叫让给被和与跟向对问是将把由及称姓老小位名个有说在经等为从替帮喊诉系电知过或了着到见遇")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
+_FIELD_WORDS = frozenset(("联系", "日期", "电话", "手机", "身份", "地址", "性别", "年龄", "住址", "籍贯"))
 
 _EN_CUE_RE = re.compile(r"\b(?:[Mm]y name is|[Nn]ame\s*:|[Cc]ontact(?: person)?\s*:|[Cc]aller\s*:)\s*"
                         r"((?:[A-Z][a-z'\-]+)(?:\s+[A-Z][a-z'\-]+){0,2})")
@@ -78,6 +93,8 @@ def _given_name(text: str, start: int) -> int:
     end = start
     while end < len(text) and end - start < 2 and _HAN.match(text[end]) and text[end] not in _NOT_IN_NAME:
         end += 1
+    if end - start == 2 and text[end - 1:end + 1] in _FIELD_WORDS:  # 刘严联系电话: the name is 刘严
+        end -= 1
     return end
 
 
@@ -96,12 +113,20 @@ def _names(text: str) -> list[PiiSpan]:
         if not length:
             continue
         end = _given_name(text, i + length)
-        if end > i + length:  # a surname alone after a cue is too little to be sure
-            out.append(PiiSpan("name", i, end, text[i:end]))
+        separated = bool(cue.group(2))
+        if end == i + length or text[i:i + 2] in _NOT_NAMES:  # a surname alone is too little to be sure
+            continue
+        if not separated and (text[i] in _WORDLIKE_SURNAMES
+                              or (cue.group(1) in _WEAK_CUES and not _NAME_END_OK.match(text, end))):
+            continue
+        out.append(PiiSpan("name", i, end, text[i:end]))
     for honorific in _HONORIFICS:
         for m in re.finditer(_SURNAME_RE + "(?=" + honorific + ")", text):
             start = m.start()
             if m.group() in _WORDLIKE_SURNAMES:
+                continue
+            before = text[start - 1] if start else ""
+            if before and _HAN.match(before) and before not in _BEFORE_TITLE:
                 continue
             # 老王师傅 / 小李老师: the prefix belongs to the form of address, the surname is what identifies.
             out.append(PiiSpan("name", start, m.end() + len(honorific), text[start:m.end() + len(honorific)]))
@@ -161,7 +186,9 @@ _LANDLINE_RE = re.compile(
     r"(?:\s?(?:转|-|ext\.?\s?)\d{1,5})?(?!\d)")
 # North American numbers need a separator or parentheses between the groups, so that an 11-digit Chinese
 # mobile number (1 + 10 digits) is never read as +1 and ten digits.
-_US_RE = re.compile(r"(?<![\d+])(?:(?:\+1|1)[ .-]?)?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?!\d)")
+# 400 and 800 numbers (Chinese and North American service lines) are companies', not persons'.
+_US_RE = re.compile(r"(?<![\d+])(?:(?:\+1|1)[ .-]?)?(?!\(?[48]00\b)(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}"
+                    r"(?!\d)")
 _CARD_RE = re.compile(r"(?<!\d)[3-6]\d{3}(?:[ -]?\d{4}){2,3}(?:[ -]?\d{1,3})?(?!\d)")
 _EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])")
