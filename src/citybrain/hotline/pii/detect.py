@@ -74,9 +74,10 @@ _CUE_RE = re.compile("(" + "|".join(sorted(_STRONG_CUES + _WEAK_CUES, key=len, r
 _NAME_END_OK = re.compile(r"$|[\s\d，。、；：！？,.;:!?（）()“”\"'《》【】\-—]")
 # Two-character words that start with a surname character and follow cues or precede titles in
 # complaints; never read as a name.
-_NOT_NAMES = frozenset("严重 利用 相信 单方 单位 方面 方便 方式 时间 时候 高度 全部 全体 全面 明确 明显 安全 安排 关于 关系 "
-                       "公司 公开 公共 公示 和联 向上 任何 周边 周围 马上 常年 于是 应该 管理 成立 包括 程序 施工 申请 "
-                       "解决 车辆 车位 路口 路面 未经 没有 曾经 多次 多年 查询 查看 登记".split())
+_NOT_NAMES = frozenset(("严重", "利用", "相信", "单方", "单位", "方面", "方便", "方式", "时间", "时候", "高度", "全部", "全体",
+                        "全面", "明确", "明显", "安全", "安排", "关于", "关系", "公司", "公开", "公共", "公示", "和联", "向上",
+                        "任何", "周边", "周围", "马上", "常年", "于是", "应该", "管理", "成立", "包括", "程序", "施工", "申请",
+                        "解决", "车辆", "车位", "路口", "路面", "未经", "没有", "曾经", "多次", "多年", "查询", "查看", "登记"))
 # Before a surname + title (王先生, 李老师) stands punctuation, a non-Chinese character, or one of these
 # words; any other character makes the surname the end of another word (值班老师, 校车师傅, 一位女士).
 _BEFORE_TITLE = set("的请找叫让给被和与跟向对问是将把由及称姓老小位名个有说在经等为从替帮喊诉系电知过或了着到见遇")
