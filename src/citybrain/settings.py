@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     supervision_interval_s: float = Field(3600.0, gt=0, description="How often recurring problems are looked for.")
     recurring_window_days: float = Field(30.0, gt=0, description="The window a recurring problem is counted in.")
     recurring_min_cases: int = Field(5, ge=2, description="Cases of one type in one place that make a recurring problem.")
+    pii_hash_key: SecretStr = Field(
+        SecretStr(""), description="HMAC key of `hash` masking of personal data (same key → same tags, so "
+                                   "cases of one caller link); empty = a fixed development key, not secret.")
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:
