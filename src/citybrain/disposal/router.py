@@ -54,7 +54,7 @@ def disposal_of(platform: Any) -> Disposal:
 
 def masker_for(ctx: Context) -> Any:
     """How personal data in free text is shown to this reader (by role, see hotline.pii)."""
-    from citybrain.hotline.pii import text_masker
+    from citybrain.hotline.masking import text_masker
 
     return text_masker(ctx)
 
@@ -206,7 +206,7 @@ async def case_transitions(platform: PlatformDep, ctx: ContextDep, case_ref: Cas
 @router.get("/cases/{case_ref}/reports", summary="The reports of a case (contacts masked by role)",
             responses={200: {"model": list[ReportRead]}})
 async def case_reports(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) -> Response:
-    from citybrain.hotline.pii import contact_masker
+    from citybrain.hotline.masking import contact_masker
 
     mask, mask_contact = masker_for(ctx), contact_masker(ctx)
 
