@@ -154,7 +154,8 @@ def list_catalogue(
              if (not categories or spec.category in categories)
              and (department is None or department == spec.department or department in spec.assisting)]
     table = Table(title=f"{len(specs)} event types")
-    for column in ("code", "名称", "name", "category", "departments", "level", "priority", "SLA"):
+    table.add_column("code", no_wrap=True)
+    for column in ("名称", "name", "category", "departments", "level", "priority", "SLA"):
         table.add_column(column)
     for spec in specs:
         departments = spec.department + (f" + {', '.join(spec.assisting)}" if spec.assisting else "")

@@ -62,31 +62,40 @@ def parse_file(text: str, *, source: str, errors: ErrorCollector | None = None) 
     (`event_types[12].sla.handle`). Problems go to `errors` (whose prefix usually names the file) and the
     result is None; without a collector, InvalidInput lists them all."""
     collector = errors if errors is not None else ErrorCollector()
-    before = len(collector.errors)
-    parsed = _parse(text, collector)
+    document, _ = _parse(text, collector)
     if errors is None:
         collector.raise_if_any(f"{source}: {len(collector.errors)} problems")
-    return parsed if len(collector.errors) == before else None
+    return document
 
 
-def _parse(text: str, errors: ErrorCollector) -> CatalogueFile | None:
+def _parse(text: str, errors: ErrorCollector) -> tuple[CatalogueFile | None, list[tuple[int, EventTypeSpec]]]:
+    """The document when it is valid, and the valid entries with their positions either way: a file with
+    one broken entry still has its other entries checked against the rest of the catalogue."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         errors.add("yaml", f"not valid YAML{at}: {getattr(exc, 'problem', None) or exc}")
-        return None
+        return None, []
     try:
-        return CatalogueFile.model_validate(data)
+        document = CatalogueFile.model_validate(data)
     except ValidationError as exc:
+        broken: set[object] = set()
         for error in exc.errors():
-            path, message = field_path(error["loc"]), error["msg"]
+            loc = error["loc"]
+            if len(loc) > 1 and loc[0] == "event_types":
+                broken.add(loc[1])
+            path, message = field_path(loc), error["msg"]
             named = _FIELD_PREFIX.match(message)
             if named and error["type"] == "value_error" and named.group(1) in EventTypeSpec.model_fields:
                 path, message = f"{path}.{named.group(1)}" if path else named.group(1), named.group(2)
             errors.add(path or "document", message.removeprefix("Value error, "))
-        return None
+        items = data.get("event_types") if isinstance(data, dict) else None
+        salvaged = [(index, EventTypeSpec.model_validate(item)) for index, item in enumerate(items)
+                    if index not in broken] if isinstance(items, list) else []
+        return None, salvaged
+    return document, list(enumerate(document.event_types))
 
 
 def dump_file(specs: Iterable[EventTypeSpec]) -> str:
@@ -156,13 +165,6 @@ def check(located: list[Located], *, rules: Mapping[str, set[str]] | None = None
     return problems
 
 
-def locate(files: Iterable[tuple[str, CatalogueFile]], *, source: str | None = None) -> list[Located]:
-    """The entries of parsed files, each with its place (`<file>: event_types[i]`). `source` is what the
-    entries record as their origin; default `import:<file>`."""
-    return [Located(CatalogueEntry(spec, source or f"import:{name}"), f"{name}: event_types[{index}]")
-            for name, parsed in files for index, spec in enumerate(parsed.event_types)]
-
-
 def read_files(files: Iterable[tuple[str, str, str | None]]) -> list[Located]:
     """Parse catalogue files given as (name, text, source) and check them as one catalogue, sensing
     triggers against the scenarios' rules. InvalidInput names every problem as `<name>: <field path>`.
@@ -171,10 +173,10 @@ def read_files(files: Iterable[tuple[str, str, str | None]]) -> list[Located]:
     located: list[Located] = []
     for name, text, source in files:
         file_errors = ErrorCollector(prefix=f"{name}: ")
-        parsed = parse_file(text, source=name, errors=file_errors)
+        _, entries = _parse(text, file_errors)
         errors += file_errors.errors
-        if parsed is not None:
-            located += locate([(name, parsed)], source=source)
+        located += [Located(CatalogueEntry(spec, source or f"import:{name}"), f"{name}: event_types[{index}]")
+                    for index, spec in entries]
     errors += check(located, rules=sensing_rules())
     if errors:
         raise InvalidInput(f"{len(errors)} problems; the first: {errors[0].field}: {errors[0].reason}",
