@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import yaml
@@ -24,6 +24,9 @@ from sqlalchemy.orm import Session
 from citybrain.core.errors import ErrorCollector, FieldError, InvalidInput, NotFound
 from citybrain.disposal.catalogue.models import CatalogueEntryRow
 from citybrain.disposal.catalogue.spec import CATEGORIES, CatalogueFile, EventTypeSpec
+
+if TYPE_CHECKING:
+    from citybrain.platform import Platform
 
 # A message of a model-level check starts with the field it is about ("joint: …"): moved into the path.
 _FIELD_PREFIX = re.compile(r"^(?:Value error, )?([a-z_]+): (.*)$", re.DOTALL)
@@ -299,6 +302,14 @@ def _searchable(spec: EventTypeSpec) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- store
+
+
+def load_catalogue(platform: Platform) -> list[EventTypeSpec]:
+    """The event types in force in the platform's store (seeded from the scenarios on first use), by code:
+    what the case flows route by. `flows.load` gives the same as a `Catalogue` with its lookups."""
+    from citybrain.disposal.catalogue import flows
+
+    return list(flows.load(platform))
 
 
 def stored_entries(session: Session) -> list[CatalogueEntry]:
