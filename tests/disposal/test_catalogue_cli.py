@@ -38,7 +38,8 @@ def test_validate_lists_each_problem_and_exits_2(tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert lines[0].startswith(f"error: {bad}: event_types[0].department: unknown department 'wizards'")
     # The valid entries of a file with a broken one are still checked against each other.
-    assert lines[1] == f"error: {bad}: event_types[2].code: code 'CG-01-902' is already used at {bad}: event_types[1].code"
+    duplicate = f"{bad}: event_types[2].code: code 'CG-01-902' is already used at {bad}: event_types[1].code"
+    assert lines[1] == f"error: {duplicate}"
     assert len(lines) == 2
     assert runner.invoke(app, ["catalogue", "validate", str(tmp_path / "none.yaml")]).exit_code == 2
 

@@ -16,8 +16,9 @@ from tests.disposal.conftest import entry
 
 def problems(*files: list[dict[str, Any]] | str) -> list[tuple[str, str]]:
     """(field, reason) of every problem of the files (named a.yaml, b.yaml, …), [] when they are valid."""
-    texts = [(f"{'abc'[i]}.yaml", f if isinstance(f, str) else yaml.safe_dump({"event_types": f}, allow_unicode=True),
-              None) for i, f in enumerate(files)]
+    texts = [(f"{'abc'[i]}.yaml",
+              f if isinstance(f, str) else yaml.safe_dump({"event_types": f}, allow_unicode=True), None)
+             for i, f in enumerate(files)]
     try:
         service.read_files(texts)
     except InvalidInput as exc:

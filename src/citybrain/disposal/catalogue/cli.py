@@ -23,7 +23,9 @@ catalogue_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FilesArg = Annotated[list[Path], typer.Argument(help="Catalogue YAML files (a `version` and a list of `event_types`).")]
+FilesArg = Annotated[
+    list[Path], typer.Argument(help="Catalogue YAML files (a `version` and a list of `event_types`).")
+]
 CategoryOpt = Annotated[
     list[str] | None, typer.Option("--category", help="Only this category (repeatable), e.g. fire_safety.")
 ]
@@ -110,12 +112,15 @@ def import_catalogue(files: FilesArg, db: DbOpt = "", home: HomeOpt = Path(".cit
         _refuse(exc)
     finally:
         platform.dispose()
-    console.print(f"{len(located)} event types imported: {outcome.written} written, {outcome.unchanged} unchanged")
+    console.print(f"{len(located)} event types imported: {outcome.written} written, "
+                  f"{outcome.unchanged} unchanged")
 
 
 @catalogue_app.command("export")
 def export_catalogue(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
     category: CategoryOpt = None,
     db: DbOpt = "",
     home: HomeOpt = Path(".citybrain"),

@@ -33,7 +33,8 @@ async def list_event_types(
     return EventTypePage(items=items, next_cursor=items[-1].code if len(found) > page.limit else None)
 
 
-@router.get("/categories", response_model=list[CategoryRead], summary="Categories, with how many types each has")
+@router.get("/categories", response_model=list[CategoryRead],
+            summary="Categories, with how many types each has")
 async def categories(platform: PlatformDep) -> list[CategoryRead]:
     catalogue = await platform.run(flows.load, platform)
     return [CategoryRead(slug=slug, name=LocalizedText(zh=zh, en=en), count=count)

@@ -122,7 +122,8 @@ def sensing_rules() -> dict[str, set[str]]:
 def tipdm_levels(path: str) -> list[str] | None:
     """The levels of a TipDM path (`一级`, `一级/二级` or `一级/二级/三级`), or None when malformed."""
     levels = path.split("/")
-    return levels if 1 <= len(levels) <= 3 and all(level.strip() == level and level for level in levels) else None
+    well_formed = 1 <= len(levels) <= 3 and all(level and level.strip() == level for level in levels)
+    return levels if well_formed else None
 
 
 def check(located: list[Located], *, rules: Mapping[str, set[str]] | None = None) -> list[FieldError]:
@@ -146,17 +147,19 @@ def check(located: list[Located], *, rules: Mapping[str, set[str]] | None = None
             for index, value in enumerate(getattr(spec.refs, kind)):
                 where = f"{at}.refs.{kind}[{index}]"
                 if kind == "tipdm" and tipdm_levels(value) is None:
-                    problems.append(FieldError(where, f"{value!r} is not a TipDM path (一级, 一级/二级 or 一级/二级/三级)"))
+                    problems.append(FieldError(where, f"{value!r} is not a TipDM path "
+                                                      "(一级, 一级/二级 or 一级/二级/三级)"))
                     continue
                 claim(kind, value, where, f"{kind} reference")
         for index, trigger in enumerate(spec.sensing):
             where = f"{at}.sensing[{index}]"
             if rules is not None and trigger.device_type not in rules:
-                problems.append(FieldError(f"{where}.device_type", f"no scenario defines device type {trigger.device_type!r}"))
+                problems.append(FieldError(f"{where}.device_type",
+                                           f"no scenario defines device type {trigger.device_type!r}"))
             elif rules is not None and trigger.rule not in rules[trigger.device_type]:
                 known = ", ".join(sorted(rules[trigger.device_type]))
-                problems.append(FieldError(f"{where}.rule", f"device type {trigger.device_type!r} has no rule "
-                                                            f"{trigger.rule!r}; it has: {known}"))
+                problems.append(FieldError(f"{where}.rule", f"device type {trigger.device_type!r} has no "
+                                                            f"rule {trigger.rule!r}; it has: {known}"))
             else:
                 claim("sensing", f"{trigger.device_type}/{trigger.rule}", where, "sensing trigger")
         if spec.priority == "emergency":
@@ -195,7 +198,8 @@ class Catalogue:
     checked entries (`Catalogue.checked`) or trusted ones (the store's, checked when they were written)."""
 
     def __init__(self, entries: Iterable[CatalogueEntry]) -> None:
-        self.entries: dict[str, CatalogueEntry] = {e.spec.code: e for e in sorted(entries, key=lambda e: e.spec.code)}
+        ordered = sorted(entries, key=lambda e: e.spec.code)
+        self.entries: dict[str, CatalogueEntry] = {entry.spec.code: entry for entry in ordered}
         self._refs: dict[tuple[str, str], EventTypeSpec] = {}
         for entry in self.entries.values():
             spec = entry.spec
@@ -274,7 +278,9 @@ class Catalogue:
         needle = text.casefold().strip() if text else None
         found = []
         for spec in self:
-            if (after is not None and spec.code <= after) or (category and spec.category != category) or (level and spec.level != level):
+            if after is not None and spec.code <= after:
+                continue
+            if (category and spec.category != category) or (level and spec.level != level):
                 continue
             if department and department != spec.department and department not in spec.assisting:
                 continue
@@ -352,6 +358,7 @@ def seed_plan(stored: list[CatalogueEntry], shipped: list[CatalogueEntry]) -> li
         current = by_code.get(entry.spec.code)
         if current is None:
             plan.append(entry)
-        elif current.source.startswith("scenario:") and (current.spec, current.source) != (entry.spec, entry.source):
+        elif current.source.startswith("scenario:") and (current.spec, current.source) != (
+                entry.spec, entry.source):
             plan.append(CatalogueEntry(entry.spec, entry.source, current.enabled))
     return plan

@@ -163,7 +163,8 @@ class EventTypeSpec(BaseModel):
     category: Category
     subcategory: LocalizedText | None = None
     department: DepartmentSlug = Field(description="Lead department slug (hub.org.departments)")
-    assisting: list[DepartmentSlug] = Field(default_factory=list, description="Departments that assist on joint cases")
+    assisting: list[DepartmentSlug] = Field(
+        default_factory=list, description="Departments that assist on joint cases")
     joint: bool = Field(False, description="Needs several departments (lead + assisting) to close")
     level: Level = Field("town", description="Default handling level")
     priority: Priority = "routine"
