@@ -15,7 +15,9 @@ class EventTypeRead(EventTypeSpec):
 
     @classmethod
     def of(cls, entry: CatalogueEntry) -> EventTypeRead:
-        return cls.model_validate({**entry.spec.model_dump(), "source": entry.source})
+        # The spec is validated already: copying its fields costs microseconds, validating again ~0.5 ms.
+        fields = {name: getattr(entry.spec, name) for name in EventTypeSpec.model_fields}
+        return cls.model_construct(**fields, source=entry.source)
 
 
 class EventTypePage(BaseModel):
