@@ -51,6 +51,7 @@ class Base(DeclarativeBase):
 
 def import_all_models() -> sa.MetaData:
     """Import every capability's models so the metadata is complete (Alembic, tests)."""
+    import citybrain.disposal.catalogue.models
     import citybrain.disposal.models
     import citybrain.hub.commands.models
     import citybrain.hub.entities.models

@@ -1,4 +1,5 @@
-"""The hub's routers beyond entities, types and the org tree; each part adds its router here."""
+"""The routers beyond entities, types and the org tree (hub parts and capabilities); each adds its router
+here."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from fastapi import APIRouter
 
 
 def extra() -> list[APIRouter]:
+    from citybrain.disposal.catalogue.router import router as catalogue_router
     from citybrain.hub.commands.router import commands_router, systems_router
     from citybrain.hub.subscriptions.router import router as subscriptions_router
     from citybrain.sensing.router import router as sensing_router
 
-    return [subscriptions_router, systems_router, commands_router, sensing_router]
+    return [subscriptions_router, systems_router, commands_router, sensing_router, catalogue_router]

@@ -1,5 +1,5 @@
-"""Scenario plug-ins: each contributes entity types (and, as capabilities land, device types, rules,
-catalogue entries and cockpit panels). The core knows none of them by name.
+"""Scenario plug-ins: each contributes entity types, device types (with rules), vital-sign indicators and
+event-catalogue files (and, as capabilities land, cockpit panels). The core knows none of them by name.
 
 A scenario is a subclass of `Scenario` registered with `@scenarios.register("slug")`. Built-in scenarios
 live in this package; third-party ones are found through the `citybrain.scenarios` entry-point group.
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from importlib import resources
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -18,9 +20,13 @@ from citybrain.hub.entities.types import TypeSpec
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.vitals.spec import IndicatorSpec
 
+if TYPE_CHECKING:
+    from citybrain.disposal.catalogue.service import Catalogue
+
 log = logging.getLogger(__name__)
 
-BUILTIN_MODULES = ("common", "environment", "water", "waste", "lighting", "traffic", "civic", "fire")
+BUILTIN_MODULES = ("common", "environment", "water", "waste", "lighting", "traffic", "civic", "fire",
+                   "community", "market", "health", "education", "labour")
 
 
 class ScenarioManifest(BaseModel):
@@ -31,6 +37,8 @@ class ScenarioManifest(BaseModel):
     entity_types: list[TypeSpec] = Field(default_factory=list)
     device_types: list[DeviceTypeSpec] = Field(default_factory=list)
     indicators: list[IndicatorSpec] = Field(default_factory=list)
+    catalogue: list[str] = Field(
+        default_factory=list, description="Event-catalogue YAML files shipped in `scenarios/catalogue/`")
 
 
 class Scenario:
@@ -76,3 +84,21 @@ def scenario_device_types() -> list[DeviceTypeSpec]:
 def scenario_indicators() -> list[IndicatorSpec]:
     """Every vital-sign indicator the loaded scenarios contribute."""
     return [spec for _, scenario in load_scenarios().items() for spec in scenario.manifest.indicators]
+
+
+def scenario_catalogue() -> Catalogue:
+    """The event types every loaded scenario ships (its `catalogue` files), validated and checked as one
+    catalogue: a code or reference used twice is an error naming both places, sensing triggers must name
+    rules the scenarios define. Each entry's source is `scenario:<slug>`."""
+    from citybrain.core.errors import InvalidInput
+    from citybrain.disposal.catalogue import service
+
+    files: list[tuple[str, str, str | None]] = []
+    for slug, scenario in load_scenarios().items():
+        for name in scenario.manifest.catalogue:
+            where = f"scenario {slug} catalogue/{name}"
+            resource = resources.files(__name__).joinpath("catalogue", name)
+            if not resource.is_file():
+                raise InvalidInput.at(where, "file not found in the scenarios package")
+            files.append((where, resource.read_text(encoding="utf-8"), f"scenario:{slug}"))
+    return service.Catalogue(item.entry for item in service.read_files(files))

@@ -10,6 +10,7 @@ A = AttrSpec
 class Civic(Scenario):
     manifest = ScenarioManifest(
         slug="civic", title="Citizen requests", title_zh="市民诉求",
+        catalogue=["civic.yaml"],
         entity_types=[
             TypeSpec(name="ServiceRequest", title="Service request (Open311)", title_zh="市民诉求工单",
                      smart_data_model="dataModel.IssueTracking",

@@ -13,6 +13,7 @@ A = AttrSpec
 class AirQuality(Scenario):
     manifest = ScenarioManifest(
         slug="air", title="Air quality", title_zh="空气质量",
+        catalogue=["environment.yaml"],
         entity_types=[
             TypeSpec(name="AirQualityObserved", title="Air quality observation", title_zh="空气质量监测",
                      smart_data_model="dataModel.Environment",

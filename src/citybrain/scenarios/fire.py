@@ -10,6 +10,7 @@ from citybrain.sensing.vitals.spec import IndicatorSpec
 class FireSafety(Scenario):
     manifest = ScenarioManifest(
         slug="fire", title="Fire safety", title_zh="消防安全",
+        catalogue=["fire.yaml"],
         device_types=[
             DeviceTypeSpec(
                 slug="smoke_detector", title="Smoke detector", title_zh="独立式烟感探测器",

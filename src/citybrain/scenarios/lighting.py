@@ -13,6 +13,7 @@ A = AttrSpec
 class Lighting(Scenario):
     manifest = ScenarioManifest(
         slug="lighting", title="Street lighting", title_zh="城市照明",
+        catalogue=["lighting.yaml"],
         entity_types=[
             TypeSpec(name="Streetlight", title="Streetlight", title_zh="路灯",
                      smart_data_model="dataModel.Streetlighting",

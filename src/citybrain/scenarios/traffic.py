@@ -13,6 +13,7 @@ A = AttrSpec
 class Traffic(Scenario):
     manifest = ScenarioManifest(
         slug="traffic", title="Traffic", title_zh="交通",
+        catalogue=["traffic.yaml"],
         entity_types=[
             TypeSpec(name="TrafficFlowObserved", title="Traffic flow observation", title_zh="交通流量监测",
                      smart_data_model="dataModel.Transportation",

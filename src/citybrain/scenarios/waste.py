@@ -13,6 +13,7 @@ A = AttrSpec
 class Waste(Scenario):
     manifest = ScenarioManifest(
         slug="waste", title="Waste", title_zh="垃圾治理",
+        catalogue=["waste.yaml"],
         entity_types=[
             TypeSpec(name="WasteContainer", title="Waste container", title_zh="垃圾桶",
                      smart_data_model="dataModel.WasteManagement",

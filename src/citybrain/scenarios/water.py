@@ -13,6 +13,7 @@ A = AttrSpec
 class Water(Scenario):
     manifest = ScenarioManifest(
         slug="water", title="Water", title_zh="水务",
+        catalogue=["water.yaml"],
         entity_types=[
             TypeSpec(name="WaterQualityObserved", title="Water quality observation", title_zh="水质监测",
                      smart_data_model="dataModel.WaterQuality",

@@ -11,7 +11,15 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    model_validator,
+)
 
 from citybrain.hub.org.departments import DEPARTMENTS
 
@@ -87,6 +95,16 @@ class Duration(BaseModel):
 DurationText = Annotated[Duration, PlainValidator(Duration.parse), PlainSerializer(str, return_type=str)]
 
 
+def _department_slug(slug: str) -> str:
+    if slug not in DEPARTMENT_SLUGS:
+        raise ValueError(f"unknown department {slug!r}; known: {', '.join(sorted(DEPARTMENT_SLUGS))}")
+    return slug
+
+
+# Checked where the field is (not in a model validator), so an error names `event_types[3].assisting[1]`.
+DepartmentSlug = Annotated[str, AfterValidator(_department_slug)]
+
+
 class LocalizedText(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,8 +162,9 @@ class EventTypeSpec(BaseModel):
     name: LocalizedText
     category: Category
     subcategory: LocalizedText | None = None
-    department: str = Field(description="Lead department slug (hub.org.departments)")
-    assisting: list[str] = Field(default_factory=list, description="Departments that assist on joint cases")
+    department: DepartmentSlug = Field(description="Lead department slug (hub.org.departments)")
+    assisting: list[DepartmentSlug] = Field(
+        default_factory=list, description="Departments that assist on joint cases")
     joint: bool = Field(False, description="Needs several departments (lead + assisting) to close")
     level: Level = Field("town", description="Default handling level")
     priority: Priority = "routine"
@@ -159,11 +178,11 @@ class EventTypeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _departments(self) -> EventTypeSpec:
-        for where, slug in [("department", self.department), *(("assisting", s) for s in self.assisting)]:
-            if slug not in DEPARTMENT_SLUGS:
-                raise ValueError(f"{where}: unknown department {slug!r}; known: {', '.join(sorted(DEPARTMENT_SLUGS))}")
+        # Messages start with the field they are about: the loader turns that prefix into the field path.
         if self.department in self.assisting:
             raise ValueError("assisting: the lead department cannot also assist")
+        if len(set(self.assisting)) != len(self.assisting):
+            raise ValueError("assisting: a department is named twice")
         if self.joint and not self.assisting:
             raise ValueError("joint: a joint event type names its assisting departments")
         return self
