@@ -274,7 +274,7 @@ def _window(start: datetime | None, end: datetime | None, clock_now: datetime, d
     for name, moment in (("from", start), ("to", end)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidInput.at(name, "a time with its zone is required, e.g. 2026-12-01T00:00:00+08:00")
-    end = end or clock_now
+    end = end or clock_now + timedelta(seconds=1)  # what happened this second counts
     start = start or end - timedelta(days=days)
     if start >= end:
         raise InvalidInput.at("from", "must be before `to`")

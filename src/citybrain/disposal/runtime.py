@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -13,6 +14,7 @@ from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput
 from citybrain.disposal import flows, service
 from citybrain.disposal.calendar import WorkingCalendar
+from citybrain.disposal.catalogue.service import Catalogue, CatalogueEntry
 from citybrain.disposal.catalogue.spec import EventTypeSpec
 from citybrain.disposal.events import RoutingRulesChanged
 from citybrain.disposal.routing import Router, RoutingRules
@@ -35,12 +37,14 @@ class Disposal(PollingService):
     def __init__(self, platform: Platform, *, catalogue: Sequence[EventTypeSpec] | None = None,
                  calendar: WorkingCalendar | None = None) -> None:
         super().__init__(platform)
-        self._given_catalogue = catalogue
+        self._given_catalogue = (Catalogue(CatalogueEntry(spec, "given") for spec in catalogue)
+                                 if catalogue is not None else None)
+        self.catalogue = self._given_catalogue or Catalogue([])
         self.specs: dict[str, EventTypeSpec] = {}
-        self._by_sensing: dict[tuple[str, str], EventTypeSpec] = {}
         self.calendar = calendar or WorkingCalendar()
-        self.router = Router(RoutingRules(), platform.org_tree)
+        self._router = Router(RoutingRules(), platform.org_tree)
         self._unsubscribers: list[Any] = []
+        self._supervised_at: datetime | None = None
         self.fired = 0
         self.load()
 
@@ -48,12 +52,30 @@ class Disposal(PollingService):
 
     def load(self) -> None:
         """(Re)read the catalogue and the routing rules in force."""
-        specs = list(self._given_catalogue) if self._given_catalogue is not None else load_catalogue(self.platform)
-        self.specs = {spec.code: spec for spec in specs}
-        self._by_sensing = {(t.device_type, t.rule): spec for spec in specs for t in spec.sensing}
+        self._refresh_catalogue()
         with self.platform.session() as session:
             version, rules = service.routing_rules(session)
-        self.router = Router(RoutingRules.model_validate(rules), self.platform.org_tree, version=version)
+        self._router = Router(RoutingRules.model_validate(rules), self.platform.org_tree, version=version)
+
+    @property
+    def router(self) -> Router:
+        """The routes in force, over the org tree in force (a district import replaces the tree)."""
+        if self._router.tree is not self.platform.org_tree:
+            self._router = Router(self._router.rules, self.platform.org_tree, version=self._router.version)
+        return self._router
+
+    def _refresh_catalogue(self) -> None:
+        """The store's catalogue, rebuilt only when it changed (one cheap read otherwise): a `citybrain
+        catalogue import` reaches running servers within a poll."""
+        if self._given_catalogue is not None:
+            catalogue = self._given_catalogue
+        else:
+            from citybrain.disposal.catalogue import flows as catalogue_flows
+
+            catalogue = catalogue_flows.load(self.platform)
+        if catalogue is not self.catalogue or not self.specs:
+            self.catalogue = catalogue
+            self.specs = {spec.code: spec for spec in catalogue}
 
     def event_type(self, code: str, *, field: str) -> EventTypeSpec:
         spec = self.specs.get(code)
@@ -62,7 +84,7 @@ class Disposal(PollingService):
         return spec
 
     def for_sensing(self, device_type: str, rule: str) -> EventTypeSpec | None:
-        return self._by_sensing.get((device_type, rule))
+        return self.catalogue.for_sensing(device_type, rule)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -83,8 +105,11 @@ class Disposal(PollingService):
         await anyio.to_thread.run_sync(self.load)
 
     async def run_once(self) -> bool:
-        """Fire the SLA timers that are due: warnings first, then breaches (with escalation)."""
+        """Fire the SLA timers that are due: warnings first, then breaches (with escalation); look for
+        recurring problems when their interval has passed."""
+        await self.platform.run(self._refresh_catalogue)
         now = self.platform.clock.now()
+        await self._supervise(now)
 
         def due() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
             with self.platform.session() as session:
@@ -103,6 +128,24 @@ class Disposal(PollingService):
             await self.platform.bus.publish(*events)
         return len(warnings) == TIMER_BATCH or len(breaches) == TIMER_BATCH
 
+    async def _supervise(self, now: datetime) -> None:
+        settings = self.platform.settings
+        if self._supervised_at is not None and (now - self._supervised_at).total_seconds() < settings.supervision_interval_s:
+            return
+        self._supervised_at = now
+        from citybrain.disposal import supervision
+
+        try:
+            opened = await self.platform.run(supervision.open_recurring_tasks, self.platform, self,
+                                             window_days=settings.recurring_window_days,
+                                             min_cases=settings.recurring_min_cases)
+        except Exception:
+            log.exception("looking for recurring problems failed")
+            return
+        if opened:
+            log.info("supervision: %d recurring problem(s) found, tasks opened", len(opened))
+            await self.platform.bus.publish(*supervision.opened_events(opened, INTAKE_CONTEXT))
+
     # ------------------------------------------------------------------ sensing intake
 
     async def _on_alert(self, event: Any) -> None:
@@ -113,9 +156,3 @@ class Disposal(PollingService):
         if outcome is not None and outcome.events:
             await self.platform.bus.publish(*outcome.events)
 
-
-def load_catalogue(platform: Platform) -> list[EventTypeSpec]:
-    """The event types in force: the store's catalogue (seeded from the scenarios)."""
-    from citybrain.disposal.catalogue import service as catalogue_service
-
-    return catalogue_service.load_catalogue(platform)

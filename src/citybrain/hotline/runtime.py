@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import sqlalchemy as sa
 
+from citybrain.disposal.catalogue.service import Catalogue, CatalogueEntry
+
 if TYPE_CHECKING:
     from citybrain.disposal.catalogue.spec import EventTypeSpec
     from citybrain.hotline.locate import Location
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MODEL_NAME = "hotline-classifier"
 MIN_CONFIDENCE = 0.25  # below it a complaint waits for a dispatcher's triage instead of going out at once
-FALLBACK_CODES = ("CG-99-001",)  # when a label maps to nothing: the general city-management type
+FALLBACK_CODE = "CG-99-001"  # when no label maps into the catalogue: the general city-management type
 
 
 class Hotline:
@@ -39,10 +41,10 @@ class Hotline:
     def __init__(self, platform: Platform, *, specs: Sequence[EventTypeSpec] | None = None,
                  classifier: Any = None) -> None:
         self.platform = platform
-        self._specs = specs
+        self._given = (Catalogue(CatalogueEntry(spec, "given") for spec in specs) if specs is not None else None)
+        self.catalogue = self._given or Catalogue([])
         self.classifier = classifier
         self.min_confidence = MIN_CONFIDENCE
-        self._labels: dict[str, str] = {}
         self._locator: Any = None
         self._index: Any = None
         self._cases: dict[str, tuple[str, str]] = {}  # report id → (case id, event type)
@@ -61,18 +63,15 @@ class Hotline:
         from citybrain.hotline.dedup import DuplicateIndex
         from citybrain.hotline.locate import Locator
 
-        specs = list(self._specs) if self._specs is not None else self._catalogue()
-        self._labels = label_map(specs)
+        if self._given is None:
+            from citybrain.disposal.catalogue import flows as catalogue_flows
+
+            self.catalogue = catalogue_flows.load(self.platform)
         if self.classifier is None:
-            self.classifier = self._load_or_train(specs)
+            self.classifier = self._load_or_train(list(self.catalogue))
         self._locator = Locator(self.platform.org_tree)
         self._index = DuplicateIndex(tree=self.platform.org_tree)
         self._fill_index()
-
-    def _catalogue(self) -> list[EventTypeSpec]:
-        from citybrain.disposal.runtime import load_catalogue
-
-        return load_catalogue(self.platform)
 
     def model_path(self) -> Path:
         return self.platform.settings.home / "models" / MODEL_NAME
@@ -113,24 +112,35 @@ class Hotline:
 
     # ------------------------------------------------------------------ understanding
 
-    def classify(self, text: str) -> tuple[str, float]:
-        """(event type code, confidence) of a complaint's text."""
-        prediction = self.classifier.predict([text])[0]
-        for label, score in [(prediction.label, prediction.confidence), *prediction.alternatives]:
-            code = self._labels.get(label)
-            if code is not None:
-                return code, round(float(score), 4)
-        return self._labels.get(FALLBACK_CODES[0], FALLBACK_CODES[0]), 0.0
+    def event_type_of(self, label: str) -> str | None:
+        """The event type a classifier label stands for: a catalogue code, or a label of a taxonomy the
+        catalogue refers to (a TipDM path or its nearest mapped ancestor, a 311 request type)."""
+        if label in self.catalogue:
+            return label
+        for lookup in (self.catalogue.for_tipdm, self.catalogue.for_la311, self.catalogue.for_nyc311,
+                       self.catalogue.for_open311):
+            spec = lookup(label)
+            if spec is not None:
+                return spec.code
+        return None
 
     def top(self, text: str, k: int = 5) -> list[tuple[str, float]]:
+        """The likeliest event types of a text, best first, with the classifier's confidences."""
         prediction = self.classifier.predict([text])[0]
-        pairs = [(prediction.label, prediction.confidence), *prediction.alternatives]
         seen: dict[str, float] = {}
-        for label, score in pairs:
-            code = self._labels.get(label)
+        for label, score in [(prediction.label, prediction.confidence), *prediction.alternatives]:
+            code = self.event_type_of(label)
             if code is not None and code not in seen:
                 seen[code] = round(float(score), 4)
         return list(seen.items())[:k]
+
+    def classify(self, text: str) -> tuple[str, float]:
+        """(event type code, confidence) of a complaint's text; the general city-management type with no
+        confidence when no label maps into the catalogue."""
+        best = self.top(text, 1)
+        if best:
+            return best[0]
+        return FALLBACK_CODE, 0.0
 
     def locate(self, text: str) -> Location | None:
         return self._locator.locate(text) if self._locator is not None and text else None
@@ -158,21 +168,4 @@ class Hotline:
             for report_id in [r for r, (c, _) in self._cases.items() if c == case_id]:
                 self._index.remove(report_id)
                 del self._cases[report_id]
-
-
-def label_map(specs: Sequence[EventTypeSpec]) -> dict[str, str]:
-    """Classifier label → event type: the codes themselves, the TipDM paths and their first level (the
-    general type of that class), and the 311 request types."""
-    out: dict[str, str] = {}
-    for spec in specs:
-        out[spec.code] = spec.code
-        for path in spec.refs.tipdm:
-            out.setdefault(path, spec.code)
-        for name in (*spec.refs.la311, *spec.refs.nyc311):
-            out.setdefault(name, spec.code)
-    for spec in specs:  # a bare first-level TipDM class maps to that class's general type
-        for path in spec.refs.tipdm:
-            if "/" not in path:
-                out[path] = spec.code
-    return out
 
