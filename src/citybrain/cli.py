@@ -37,8 +37,8 @@ app.add_typer(export_app, name="export")
 
 
 def _add_capability_commands() -> None:
-    from citybrain.disposal.cli import cases_app, routing_app, supervision_app
     from citybrain.disposal.catalogue.cli import catalogue_app
+    from citybrain.disposal.cli import cases_app, routing_app, supervision_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 
 from citybrain.platform import Platform
