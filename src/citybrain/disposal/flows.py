@@ -280,6 +280,8 @@ def add_report(platform: Platform, case_ref: str, *, channel: str, text: str, re
         row = service.get_case(session, case_ref=case_ref, for_update=True)
         if row.status == Status.MERGED.value and row.merged_into:
             row = service.get_case(session, case_ref=row.merged_into, for_update=True)
+        if row.status == Status.CLOSED.value:
+            raise Conflict(f"case {row.number} is closed: a new report of its problem opens a new case")
         report = CaseReportRow(
             case_id=row.id, channel=channel, external_id=external_id, text=text,
             contact_name=getattr(reporter, "name", None), contact_phone=getattr(reporter, "phone", None),

@@ -69,7 +69,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[Status], Status | None]] = {
     Action.SUSPEND: (WORKING, S.SUSPENDED),
     Action.RESUME: (frozenset({S.SUSPENDED}), None),
     Action.MERGE: (frozenset({S.REPORTED, S.TRIAGED}) | WORKING | {S.RETURNED, S.ESCALATED}, S.MERGED),
-    Action.DISMISS: (frozenset({S.REPORTED, S.TRIAGED}), S.CLOSED),
+    Action.DISMISS: (frozenset({S.REPORTED}) | AWAITING_DISPATCH, S.CLOSED),  # a dispatcher's call
     Action.REOPEN: (frozenset({S.CLOSED}), S.REOPENED),
 }
 FINAL = frozenset({S.MERGED})  # a merged case lives on in the case it joined

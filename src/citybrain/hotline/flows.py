@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from citybrain.core.context import Context
-from citybrain.core.errors import InvalidInput
+from citybrain.core.errors import Conflict, InvalidInput
 from citybrain.disposal import flows
 from citybrain.disposal.flows import Outcome
 from citybrain.disposal.schemas import Attachment, CaseCreate
@@ -71,21 +71,28 @@ def take_complaint(platform: Platform, hotline: Hotline, disposal: Disposal, req
     reported_at = request.occurredAt or platform.clock.now()
     # The same problem, reported before?
     duplicate = hotline.find_duplicate(text, reported_at.timestamp(), point=point, org_unit=org_unit,
-                                       event_type=event_type)
+                                       event_type=event_type) if request.deduplicate else None
     data = {"personalData": personal, "locatedBy": located_by, "mediaUrls": request.mediaUrls}
+    joined = None
     if duplicate is not None:
         report_of_duplicate, case_id = duplicate
-        outcome, report_id = flows.add_report(
-            platform, case_id, channel=request.channel, text=text, reporter=request.contact, ctx=ctx,
-            external_id=request.externalId, address=request.address, lon=point[0] if point else None,
-            lat=point[1] if point else None, org_unit=org_unit, reported_at=reported_at,
-            classified_as=event_type if classified else None, confidence=confidence,
-            data={**data, "duplicateOf": report_of_duplicate})
+        try:
+            joined = flows.add_report(
+                platform, case_id, channel=request.channel, text=text, reporter=request.contact, ctx=ctx,
+                external_id=request.externalId, address=request.address, lon=point[0] if point else None,
+                lat=point[1] if point else None, org_unit=org_unit, reported_at=reported_at,
+                classified_as=event_type if classified else None, confidence=confidence,
+                data={**data, "duplicateOf": report_of_duplicate})
+        except Conflict:  # closed since it was indexed: this report opens a case of its own
+            hotline.forget_case(case_id)
+    if joined is not None:
+        outcome, report_id = joined
     else:
+        report_of_duplicate = None
         auto = not classified or (confidence or 0.0) >= hotline.min_confidence
         case = CaseCreate(
             eventType=event_type, title=(request.subject or request.text)[:200], description=request.text,
-            channel=request.channel if request.channel != "replay" else "replay", orgUnit=org_unit,
+            channel=request.channel, orgUnit=org_unit,
             location=request.location, address=request.address, occurredAt=request.occurredAt,
             reporter=request.contact, externalId=request.externalId,
             attachments=[Attachment(kind="photo_before", url=url) for url in request.mediaUrls],
@@ -95,9 +102,9 @@ def take_complaint(platform: Platform, hotline: Hotline, disposal: Disposal, req
                                   report_data=data)
         assert outcome.report_id is not None
         report_id = outcome.report_id
-        report_of_duplicate = None
-    hotline.remember(report_id, outcome.case["id"], text, reported_at.timestamp(), point=point,
-                     org_unit=org_unit, event_type=event_type)
+    if request.deduplicate:
+        hotline.remember(report_id, outcome.case["id"], text, reported_at.timestamp(), point=point,
+                         org_unit=org_unit, event_type=event_type)
     return Intake(outcome, report_id, event_type, confidence, classified, org_unit, located_by,
                   report_of_duplicate, personal)
 

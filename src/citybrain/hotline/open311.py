@@ -278,7 +278,8 @@ async def create_request(platform: PlatformDep, request: Request, response_forma
     address_id = _text(fields, "address_id", 160)
     if lat is None and address is None and address_id is None:
         raise Open311Error(400, "location: lat and long, address_string or address_id is required")
-    description = _text(fields, "description", 4000) or spec.name.zh
+    own_words = _text(fields, "description", 4000)
+    description = own_words or spec.name.zh
     attributes = {k[len("attribute["):-1]: v for k, v in fields.items() if k.startswith("attribute[")}
     name = " ".join(part for part in (_text(fields, "first_name", 50), _text(fields, "last_name", 50)) if part)
     contact = Reporter(name=name or None, phone=_text(fields, "phone", 40), email=_text(fields, "email", 200))
@@ -287,7 +288,7 @@ async def create_request(platform: PlatformDep, request: Request, response_forma
         text=description, channel="open311", address=address or address_id,
         location=Point(type="Point", coordinates=(lon, lat)) if lat is not None and lon is not None else None,
         contact=contact, eventType=spec.code, externalId=_text(fields, "device_id", 160),
-        mediaUrls=[media] if media else [])
+        mediaUrls=[media] if media else [], deduplicate=own_words is not None)
     ctx = Context(actor=f"open311:{owner}", roles=("system",))
     hotline = hotline_of(platform)
     intake = await platform.run(take_complaint, platform, hotline, disposal, complaint, ctx=ctx)

@@ -48,15 +48,27 @@ class Hotline:
         self._locator: Any = None
         self._index: Any = None
         self._cases: dict[str, tuple[str, str]] = {}  # report id → (case id, event type)
+        self._reports_of: dict[str, set[str]] = {}  # case id → its report ids in the index
+        self._unsubscribe: Any = None
         self._lock = threading.Lock()  # the index is used from the store threads
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        from citybrain.disposal.events import CaseTransitioned
+
         await anyio.to_thread.run_sync(self.load)
+        # Plain, not a group: every process keeps its own index of open complaints.
+        self._unsubscribe = await self.platform.bus.subscribe(CaseTransitioned, self._on_case)
 
     async def stop(self) -> None:
-        return None
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
+
+    async def _on_case(self, event: Any) -> None:
+        if event.to_status in ("closed", "merged"):
+            self.forget_case(event.case_id)
 
     def load(self) -> None:
         """Build the label map, the classifier, the locator and the duplicate index (from open cases)."""
@@ -161,11 +173,12 @@ class Hotline:
         with self._lock:
             self._index.add(str(report_id), text, ts, point=point, org_unit=org_unit)
             self._cases[str(report_id)] = (case_id, event_type)
+            self._reports_of.setdefault(case_id, set()).add(str(report_id))
 
     def forget_case(self, case_id: str) -> None:
-        """A closed case takes its complaints out of the duplicate index."""
+        """A closed (or merged) case takes its complaints out of the duplicate index."""
         with self._lock:
-            for report_id in [r for r, (c, _) in self._cases.items() if c == case_id]:
+            for report_id in self._reports_of.pop(case_id, set()):
                 self._index.remove(report_id)
-                del self._cases[report_id]
+                self._cases.pop(report_id, None)
 

@@ -25,4 +25,6 @@ class ComplaintCreate(Strict):
     occurredAt: AwareDatetime | None = None
     eventType: str | None = Field(None, max_length=16, description="Catalogue code; classified when absent")
     externalId: str | None = Field(None, max_length=160, description="The channel's own ticket id")
+    deduplicate: bool = Field(True, description="Check it against open complaints (off when there is no text "
+                                                 "of the citizen's own to compare)")
     mediaUrls: list[str] = Field(default_factory=list, max_length=10, description="Photos or videos, by URL")
