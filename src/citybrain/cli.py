@@ -37,6 +37,7 @@ app.add_typer(export_app, name="export")
 
 
 def _add_capability_commands() -> None:
+    from citybrain.hotline.cli import hotline_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
 
@@ -44,6 +45,7 @@ def _add_capability_commands() -> None:
     app.add_typer(alerts_app, name="alerts")
     app.add_typer(telemetry_app, name="telemetry")
     app.add_typer(simulate_app, name="simulate")
+    app.add_typer(hotline_app, name="hotline")
 
 
 _add_capability_commands()
