@@ -68,6 +68,7 @@ class LinearTextClassifier(ComplaintClassifier):
         self._keywords: dict[str, list[str]] = {}
         self._coef = np.zeros((0, 0))
         self._intercept = np.zeros(0)
+        self._coef_t: np.ndarray | None = None
         self._temperature = DEFAULT_TEMPERATURE
         self._vectorizers: dict[str, Any] = {}
 
@@ -103,10 +104,10 @@ class LinearTextClassifier(ComplaintClassifier):
                 counts[:, j] = [sum(1 for word in words if word in text) for text in texts]
         return np.log1p(counts) * self.settings.keyword_weight
 
-    def _features(self, texts: list[str]) -> sparse.csr_matrix:
-        from sklearn.preprocessing import normalize
-
-        parts = []
+    def _feature_blocks(self, texts: list[str]) -> list[sparse.csr_matrix]:
+        """One matrix per block, in the column order of the model: the n-gram blocks (counts × IDF, each
+        row L2-normalised, times the block's weight), then the keyword counts if there are keywords."""
+        blocks = []
         for block, docs in self._blocks(texts).items():
             vectorizer = self._vectorizers.get(block)
             if vectorizer is None:
@@ -114,10 +115,17 @@ class LinearTextClassifier(ComplaintClassifier):
                 vectorizer = self._vectorizers[block] = self._counter({t: i for i, t in enumerate(terms)})
             weight = self.settings.title_weight if block == "title" else 1.0
             counts = vectorizer.transform(docs)
-            parts.append(weight * normalize(counts @ sparse.diags(self._idf[block])))
+            counts.data *= self._idf[block][counts.indices]
+            rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+            norms = np.sqrt(np.bincount(rows, weights=counts.data ** 2, minlength=counts.shape[0]))
+            counts.data *= weight / np.where(norms > 0, norms, 1.0)[rows]
+            blocks.append(counts)
         if self._keywords:
-            parts.append(sparse.csr_matrix(self._keyword_counts(texts)))
-        return sparse.hstack(parts).tocsr()
+            blocks.append(sparse.csr_matrix(self._keyword_counts(texts)))
+        return blocks
+
+    def _features(self, texts: list[str]) -> sparse.csr_matrix:
+        return sparse.hstack(self._feature_blocks(texts)).tocsr()
 
     # -- fit / predict --------------------------------------------------------------------------------------
 
@@ -150,6 +158,7 @@ class LinearTextClassifier(ComplaintClassifier):
         weights = np.concatenate([np.ones(len(texts)), np.full(len(hint_docs), settings.hint_weight)])
         svm = self._svm().fit(features, targets, sample_weight=weights)
         self._coef, self._intercept = _scores_in_label_order(svm, self.labels)
+        self._coef_t = None
         self._temperature = self._fit_temperature(features[: len(texts)], np.array(labels, dtype=object),
                                                   features[len(texts):], targets[len(texts):],
                                                   weights[len(texts):])
@@ -184,7 +193,14 @@ class LinearTextClassifier(ComplaintClassifier):
         return float(TEMPERATURES[int(np.argmin(losses))])
 
     def _probabilities(self, texts: list[str]) -> np.ndarray:
-        scores = (self._features(texts) @ self._coef.T + self._intercept) / self._temperature
+        if self._coef_t is None:  # block by block against contiguous slices: no stacking, no transposed copy
+            self._coef_t = np.ascontiguousarray(self._coef.T)
+        scores = np.tile(self._intercept, (len(texts), 1))
+        offset = 0
+        for block in self._feature_blocks(texts):
+            scores += block @ self._coef_t[offset: offset + block.shape[1]]
+            offset += block.shape[1]
+        scores /= self._temperature
         scores -= scores.max(axis=1, keepdims=True)
         exp = np.exp(scores)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -204,6 +220,7 @@ class LinearTextClassifier(ComplaintClassifier):
             raise ValueError(f"the saved {self.slug} parameters differ from this version's")
         self._coef = arrays["coef"]
         self._intercept = arrays["intercept"]
+        self._coef_t = None
         self._vocabularies = {name.removeprefix("terms_"): arrays[name] for name in arrays if name.startswith("terms_")}
         self._idf = {block: arrays[f"idf_{block}"] for block in self._vocabularies}
         self._temperature = float(settings["temperature"])
