@@ -22,9 +22,7 @@ model file).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import logging
 import re
 import time
 import unicodedata
@@ -32,7 +30,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -44,7 +41,6 @@ from citybrain.core.registry import Registry
 if TYPE_CHECKING:
     from citybrain.disposal.catalogue.spec import EventTypeSpec
 
-log = logging.getLogger(__name__)
 
 BUILTIN_MODULES = ("citybrain.hotline.linear",)
 MAX_CHARS = 20_000  # the intake API's limit; longer texts are cut (a complaint's gist is at its start)
@@ -293,15 +289,9 @@ classifiers: Registry[type[ComplaintClassifier]] = Registry("complaint classifie
 
 
 def load_classifiers() -> Registry[type[ComplaintClassifier]]:
-    """Import the built-in and installed classifier plug-ins (idempotent) and return the registry."""
-    for name in BUILTIN_MODULES:
-        importlib.import_module(name)
-    for entry in entry_points(group="citybrain.classifiers"):
-        try:
-            entry.load()
-        except Exception:
-            log.exception("classifier plug-in %s failed to load; it is skipped", entry.name)
-    return classifiers
+    """Import the built-in and installed (`citybrain.classifiers` entry points) classifier plug-ins
+    (idempotent) and return the registry."""
+    return classifiers.load(BUILTIN_MODULES, "citybrain.classifiers")
 
 
 def create_classifier(slug: str, *, seed: int = 0) -> ComplaintClassifier:
