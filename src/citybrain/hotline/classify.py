@@ -209,7 +209,7 @@ class ComplaintClassifier(ABC):
         self.trained = Trained(len(texts), training_data_sha256(list(texts), labels))
         return self
 
-    def predict(self, texts: Sequence[str], *, top: int = 3) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], *, top: int = 5) -> list[Prediction]:
         """For each text its likeliest label, with up to `top - 1` alternatives."""
         if not self.labels:
             raise RuntimeError(f"classifier {self.slug!r} is not trained")
