@@ -39,6 +39,7 @@ app.add_typer(export_app, name="export")
 def _add_capability_commands() -> None:
     from citybrain.disposal.catalogue.cli import catalogue_app
     from citybrain.disposal.cli import cases_app, routing_app, supervision_app
+    from citybrain.hotline.cli import hotline_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
 
@@ -50,6 +51,7 @@ def _add_capability_commands() -> None:
     app.add_typer(supervision_app, name="supervision")
     app.add_typer(routing_app, name="routing")
     app.add_typer(catalogue_app, name="catalogue")
+    app.add_typer(hotline_app, name="hotline")
 
 
 _add_capability_commands()

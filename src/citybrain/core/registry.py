@@ -6,10 +6,14 @@ kind has one contract test that runs over everything registered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import entry_points
+from typing import Generic, Self, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Registry(Generic[T]):
@@ -25,6 +29,19 @@ class Registry(Generic[T]):
             return item
 
         return decorator
+
+    def load(self, modules: Iterable[str] = (), group: str | None = None) -> Self:
+        """Import the modules whose `@register` decorators fill this registry, then the installed plug-ins
+        of an entry-point group; idempotent (imports are cached). A plug-in that fails to import is
+        logged and skipped, so one broken package does not take the others down."""
+        for name in modules:
+            importlib.import_module(name)
+        for entry in entry_points(group=group) if group else ():
+            try:
+                entry.load()
+            except Exception:
+                log.exception("%s plug-in %s failed to load; it is skipped", self.kind, entry.name)
+        return self
 
     def add(self, slug: str, item: T) -> None:
         if slug in self._items and self._items[slug] is not item:
