@@ -62,7 +62,17 @@ def _xml_bytes(element: ET.Element) -> bytes:
     return b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(element, encoding="utf-8")
 
 
+def _present(value: Any) -> Any:
+    """Absent fields are left out rather than sent as null (the GeoReport types are strings and numbers)."""
+    if isinstance(value, dict):
+        return {k: _present(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_present(v) for v in value]
+    return value
+
+
 def _render(content: Any, fmt: str, *, root: str, item: str, status: int = 200) -> Response:
+    content = _present(content)
     if fmt == "json":
         return Response(orjson.dumps(content), status_code=status, media_type="application/json")
     element = ET.Element(root)
@@ -469,9 +479,9 @@ async def get_request_v21(platform: PlatformDep, request: Request,
     fmt = _format(response_format)
     items = await _one(platform, request, service_request_id, fmt, locale, jurisdiction_id)
     if fmt == "json":
-        return Response(orjson.dumps(items[0]), media_type="application/json")
+        return Response(orjson.dumps(_present(items[0])), media_type="application/json")
     element = ET.Element("request")
-    _to_xml(element, items[0])
+    _to_xml(element, _present(items[0]))
     return Response(_xml_bytes(element), media_type="text/xml; charset=utf-8")
 
 

@@ -10,14 +10,17 @@ references map onto event types.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 import sqlalchemy as sa
 
 from citybrain.disposal.catalogue.service import Catalogue, CatalogueEntry
@@ -31,6 +34,21 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "hotline-classifier"
 MIN_CONFIDENCE = 0.25  # below it a complaint waits for a dispatcher's triage instead of going out at once
 FALLBACK_CODE = "CG-99-001"  # when no label maps into the catalogue: the general city-management type
+
+
+# Seed classifiers by catalogue content: every platform of a process (tests make many) shares one, and a
+# restart reads it from `{home}/models/` instead of training again (~3 s for the shipped catalogue).
+_SEEDS: dict[str, Any] = {}
+_SEEDS_LOCK = threading.Lock()
+
+
+def catalogue_key(specs: Sequence[EventTypeSpec]) -> str:
+    """A digest of what a seed classifier learns from: the types' codes, names, examples and keywords."""
+    digest = hashlib.sha256()
+    for spec in sorted(specs, key=lambda s: s.code):
+        digest.update(orjson.dumps([spec.code, spec.name.model_dump(), spec.examples.model_dump(),
+                                    spec.keywords.model_dump()]))
+    return digest.hexdigest()
 
 
 class Hotline:
@@ -99,8 +117,28 @@ class Hotline:
                 return model
         except Exception:
             log.exception("hotline: the saved classifier at %s could not be loaded; training a seed model", path)
-        model = seed_classifier(specs)
-        log.info("hotline: seed classifier trained on the catalogue's examples (%d event types)", len(specs))
+        key = catalogue_key(specs)
+        with _SEEDS_LOCK:
+            model = _SEEDS.get(key)
+            if model is not None:
+                return model
+            seed_path = path.with_name(f"seed-{key[:16]}")
+            try:
+                model = load_classifier(seed_path)
+            except Exception:  # noqa: BLE001 - any damage to a cache means: build it again
+                log.warning("hotline: the cached seed classifier at %s is unreadable; training again", seed_path)
+                model = None
+            if model is None:
+                started = time.perf_counter()
+                model = seed_classifier(specs)
+                log.info("hotline: seed classifier trained on the catalogue's examples (%d event types) in %.1f s",
+                         len(specs), time.perf_counter() - started)
+                try:
+                    seed_path.parent.mkdir(parents=True, exist_ok=True)
+                    model.save(seed_path)
+                except OSError as exc:
+                    log.warning("hotline: could not keep the seed classifier at %s: %s", seed_path, exc)
+            _SEEDS[key] = model
         return model
 
     def _fill_index(self) -> None:

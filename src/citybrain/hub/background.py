@@ -128,12 +128,13 @@ class HttpPollingService(PollingService):
 
 def services_for(platform: Platform) -> list[BackgroundService]:
     from citybrain.disposal.runtime import Disposal
+    from citybrain.hotline.runtime import Hotline
     from citybrain.hub.commands.flows import CommandDispatcher, HealthChecker
     from citybrain.hub.subscriptions.flows import WebhookDelivery
     from citybrain.sensing.runtime import SensingRuntime
 
     return [WebhookDelivery(platform), CommandDispatcher(platform), HealthChecker(platform), SensingRuntime(platform),
-            Disposal(platform)]
+            Disposal(platform), Hotline(platform)]
 
 
 def find_service(platform: Platform, kind: type[S]) -> S | None:

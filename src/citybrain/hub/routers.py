@@ -10,9 +10,11 @@ def extra() -> list[APIRouter]:
     from citybrain.disposal.catalogue.router import router as catalogue_router
     from citybrain.disposal.router import router as cases_router
     from citybrain.disposal.router import supervision_router
+    from citybrain.hotline.open311 import router as open311_router
+    from citybrain.hotline.router import router as hotline_router
     from citybrain.hub.commands.router import commands_router, systems_router
     from citybrain.hub.subscriptions.router import router as subscriptions_router
     from citybrain.sensing.router import router as sensing_router
 
     return [subscriptions_router, systems_router, commands_router, sensing_router, catalogue_router, cases_router,
-            supervision_router]
+            supervision_router, hotline_router, open311_router]
