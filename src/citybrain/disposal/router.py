@@ -72,7 +72,6 @@ async def open_case(platform: PlatformDep, ctx: ContextDep, body: CaseCreate) ->
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.open_case, platform, disposal, body, ctx=ctx)
     await _publish(platform, outcome)
-    disposal.wake()
     view = {**outcome.case, "description": masker_for(ctx)(outcome.case["description"])}
     return _json(view, 201, headers={"Location": f"/api/v1/cases/{outcome.case['id']}"})
 
@@ -185,7 +184,6 @@ async def act(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef, body: T
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.transition, platform, disposal, case_ref, body, ctx=ctx)
     await _publish(platform, outcome)
-    disposal.wake()
     return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
 
 
@@ -228,7 +226,6 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
     await _publish(platform, outcome)
-    disposal.wake()
     return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
 
 

@@ -304,7 +304,6 @@ async def create_request(platform: PlatformDep, request: Request, response_forma
     intake = await platform.run(take_complaint, platform, hotline, disposal, complaint, ctx=ctx)
     if intake.outcome.events:
         await platform.bus.publish(*intake.outcome.events)
-    disposal.wake()
     if attributes:
         await platform.run(_store_attributes, platform, intake.report_id, attributes)
     notice = _notice(spec, intake.outcome.case, "en" if _lang(request, None) == "en" else "zh")

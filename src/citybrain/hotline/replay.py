@@ -101,10 +101,13 @@ def tipdm_steps(path: Path, *, close_after: timedelta = timedelta(days=3)) -> li
     data holds no replies); handling evidence is the reply to the citizen."""
     steps: list[Step] = []
     counter = itertools.count()
+    seen: dict[str, int] = {}
     with path.open(encoding="utf-8-sig", newline="") as handle:
         for row in csv.DictReader(handle):
             moment = datetime.strptime(row["留言时间"].strip(), "%Y/%m/%d %H:%M:%S").replace(tzinfo=CHINA)
-            record = row["留言编号"]
+            # The board's export repeats a few messages under one id: each copy is a report of its own.
+            seen[row["留言编号"]] = seen.get(row["留言编号"], 0) + 1
+            record = row["留言编号"] + (f"#{seen[row['留言编号']]}" if seen[row["留言编号"]] > 1 else "")
             body = {"text": row["留言详情"].strip() or row["留言主题"].strip(), "subject": row["留言主题"].strip()[:200],
                     "channel": "web", "externalId": record, "occurredAt": moment.isoformat()}
             steps.append(Step(moment.astimezone(UTC), next(counter), record, "open", body))
@@ -173,6 +176,12 @@ def _open(client: Client, step: Step, kind: str, api_key: str, report: ReplayRep
         report.cases[step.record] = body["caseId"]
         if body.get("duplicateOf") is not None:
             merged.add(step.record)
+        elif body["status"] == "reported":  # classified without confidence: a dispatcher triages it
+            for action in ("triage", "dispatch"):
+                acted = client.post(f"/api/v1/cases/{body['caseId']}/transitions", json={"action": action})
+                if acted.status_code != 200:
+                    report.failed.append((step.record, f"{action}: {acted.text[:300]}"))
+                    return
     report.opened += 1
 
 

@@ -49,7 +49,6 @@ async def take(platform: PlatformDep, ctx: ContextDep, body: ComplaintCreate) ->
     intake = await platform.run(take_complaint, platform, hotline_of(platform), disposal, body, ctx=ctx)
     if intake.outcome.events:
         await platform.bus.publish(*intake.outcome.events)
-    disposal.wake()
     return _json(intake.view(), 201)
 
 
@@ -83,7 +82,6 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[
     outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
     if outcome.events:
         await platform.bus.publish(*outcome.events)
-    disposal.wake()
     return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
 
 
