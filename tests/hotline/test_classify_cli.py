@@ -10,7 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from citybrain.cli import app
+from tests.hotline.conftest import SHARED
 from tests.hotline.test_classify_contract import TRAIN
+
+TIPDM_LABELLED = SHARED / "data" / "complaints" / "tipdm2020c_messages_labelled.csv"
 
 runner = CliRunner()
 
@@ -103,3 +106,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
 def test_hotline_commands_explain_themselves(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope.csv"], "nope.csv: file not found"),
+        (["--kind", "nyc", "x.csv"], "--kind is la311 or tipdm"),
+        (["--url", "http://127.0.0.1:9", "--limit", "2", str(TIPDM_LABELLED)], "cannot reach the City Brain"),
+    ],
+)
+def test_replay_refuses_in_one_line(args: list[str], message: str) -> None:
+    if str(TIPDM_LABELLED) in args and not TIPDM_LABELLED.exists():
+        pytest.skip(f"{TIPDM_LABELLED} is absent")
+    result = runner.invoke(app, ["hotline", "replay", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

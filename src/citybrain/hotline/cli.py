@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from citybrain.cli_support import HomeOpt, console, fail, settings_from
+from citybrain.cli_support import HomeOpt, console, err_console, fail, settings_from
 
 hotline_app = typer.Typer(help="接诉即办: the citizen hotline's complaint classifier.", no_args_is_help=True)
 
-MODEL_NAME = "hotline-classifier"  # {home}/models/hotline-classifier.npz + .json, where the hotline looks
 
 TextColumnOpt = Annotated[list[str] | None, typer.Option(
     "--text-column", "-t",
@@ -21,6 +22,9 @@ LabelColumnOpt = Annotated[str, typer.Option("--label-column", "-l", help="Colum
 
 
 def default_model(home: Path) -> Path:
+    """Where the running hotline looks for the city's own classifier ({home}/models/…npz + .json)."""
+    from citybrain.hotline.runtime import MODEL_NAME
+
     return settings_from(home=home).home / "models" / MODEL_NAME
 
 
@@ -127,3 +131,90 @@ def classify(
     for label, confidence in [(prediction.label, prediction.confidence), *prediction.alternatives]:
         table.add_row(label, f"{confidence:.3f}")
     console.print(table)
+
+
+@hotline_app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="A MyLA311 export (CSV) or TipDM messages (CSV with 留言编号 …).")],
+    kind: Annotated[str, typer.Option(help="la311 or tipdm")] = "tipdm",
+    url: Annotated[str, typer.Option(help="The running City Brain's API.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(help="Open311 API key (la311 requests are filed over Open311).")] = "",
+    speed: Annotated[float | None, typer.Option(help="Replay this many times faster than the records happened; "
+                                                     "default: as fast as the server takes them.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N records.")] = None,
+) -> None:
+    """Replay real complaint records through a running City Brain, in the order they happened: each becomes
+    a case that is classified (TipDM) or typed by its 311 request type (MyLA311), routed, dispatched and
+    taken to closure as the record says. The server's own clock times the cases."""
+    import csv
+    import io
+
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from citybrain.hotline import replay as replaying
+
+    if kind not in ("la311", "tipdm"):
+        fail("--kind is la311 or tipdm")
+    if not path.exists():
+        fail(f"{path}: file not found")
+    source = path
+    if limit is not None:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            rows = list(itertools.islice(csv.DictReader(handle), limit))
+        if not rows:
+            fail(f"{path}: no records")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        source = Path(tempfile.mkstemp(suffix=".csv")[1])
+        source.write_text(buffer.getvalue(), encoding="utf-8")
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=60) as client:
+            try:
+                client.get("/health").raise_for_status()
+                if kind == "la311":
+                    codes, evidence = _la311_maps(client)
+                    steps = replaying.la311_steps(source, service_codes=codes, evidence=evidence)
+                else:
+                    steps = replaying.tipdm_steps(source)
+            except (KeyError, ValueError) as exc:
+                fail(f"{path}: not a {kind} file ({type(exc).__name__}: {exc})")
+            except httpx.HTTPError as exc:
+                fail(f"cannot reach the City Brain at {url}: {exc}")
+            with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err_console) as progress:
+                task = progress.add_task("replay", total=len(steps))
+                try:
+                    report = replaying.replay(client, steps, kind=kind, api_key=api_key, speed=speed,
+                                              progress=lambda done: progress.update(task, completed=done))
+                except httpx.HTTPError as exc:
+                    fail(f"the City Brain at {url} stopped answering: {exc}")
+    finally:
+        if source is not path:
+            source.unlink(missing_ok=True)
+    console.print(f"{report.records:,} records: {report.opened:,} opened, {report.acted:,} steps taken, "
+                  f"{len(report.failed):,} refused")
+    for record, why in report.failed[:10]:
+        err_console.print(f"record {record}: {why}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _la311_maps(client: Any) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Request type → service code and service code → evidence kinds, from the server's catalogue."""
+    codes: dict[str, str] = {}
+    evidence: dict[str, list[str]] = {}
+    cursor = None
+    while True:
+        page = client.get("/api/v1/catalogue", params={"limit": 500, **({"cursor": cursor} if cursor else {})}).json()
+        for spec in page["items"]:
+            code = (spec.get("refs") or {}).get("open311_code") or spec["code"]
+            evidence[code] = spec.get("evidence", [])
+            for request_type in (spec.get("refs") or {}).get("la311", []):
+                codes[request_type] = code
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return codes, evidence
