@@ -6,6 +6,12 @@ units, and Markdown lines for BENCHMARKS.md. The script prints every section's f
 one "hotline" section to BENCHMARKS.md and writes bench/results/hotline.json (the figures of earlier runs'
 other sections are kept).
 
+duplicates — duplicate detection on the labelled TipDM pairs (bench/data/hotline_duplicate_pairs.csv):
+precision and recall at the chosen threshold, the threshold trade-off, indexing and query throughput.
+
+cases — case throughput from report to closure over HTTP and the SLA timer scan, on SQLite and PostgreSQL
+with Pudong's tree and 1,000,000 closed cases already in the store (bench/hotline_cases.py).
+
 classifier — the complaint classifier on the 395 labelled TipDM 2020 C messages (7 first-level classes;
 subject + details), repeated stratified 5-fold cross-validation: accuracy, macro-F1 (mean ± std over the
 folds), per-class F1, the confusion matrix, training and prediction throughput; side by side on the same
@@ -182,8 +188,22 @@ def _classifier_lines(args: argparse.Namespace, figures: dict[str, Any], results
     return lines
 
 
+def run_duplicates_section(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    from hotline_duplicates import run_duplicates
+
+    return run_duplicates(args.shared)
+
+
+def run_cases_section(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    from hotline_cases import run_cases
+
+    return run_cases(args)
+
+
 SECTIONS: dict[str, Section] = {
     "classifier": run_classifier,
+    "duplicates": run_duplicates_section,
+    "cases": run_cases_section,
 }
 
 
@@ -200,6 +220,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1, help="seed of the splits (the configuration was chosen on 0)")
     parser.add_argument("--no-record", action="store_true", help="print only; no BENCHMARKS.md, no JSON")
+    from hotline_cases import add_arguments
+
+    add_arguments(parser)
     args = parser.parse_args()
     chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SECTIONS]

@@ -78,7 +78,7 @@ def _fresh_store(backend: str, work: Path) -> tuple[str, list[str]]:
 def _catalogue() -> list[Any]:
     from citybrain.scenarios import scenario_catalogue
 
-    return scenario_catalogue()
+    return list(scenario_catalogue())
 
 
 def bulk_load(url: str, *, closed: int, open_cases: int, seed: int = 7) -> dict[str, float]:
@@ -226,9 +226,10 @@ def run_backend(backend: str, args: argparse.Namespace, work: Path) -> dict[str,
     url, store_args = _fresh_store(backend, work)
     figures = bulk_load(url, closed=args.closed, open_cases=args.open)
     figures |= scan(url, fire=args.fire)
-    server = start_server(store_args, work / f"{backend}-server.log", [])
+    extra = ["--workers", str(args.server_workers), "--bus", args.nats] if args.server_workers > 1 else []
+    server = start_server(store_args, work / f"{backend}-server.log", extra)
     try:
-        figures |= asyncio.run(_flow(server.base, args.cases, args.workers, args.seed))
+        figures |= asyncio.run(_flow(server.base, args.cases, args.workers, args.cases_seed))
     finally:
         server.stop()
     return figures
@@ -271,7 +272,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fire", type=int, default=1000, help="due timers fired (timed)")
     parser.add_argument("--cases", type=int, default=2000, help="cases taken from report to closure over HTTP")
     parser.add_argument("--workers", type=int, default=16, help="concurrent HTTP clients")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cases-seed", dest="cases_seed", type=int, default=7)
+    parser.add_argument("--server-workers", type=int, default=1, help="API processes (more than one need --nats)")
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222", help="the bus of several API processes")
 
 
 if __name__ == "__main__":

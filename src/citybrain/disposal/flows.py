@@ -28,14 +28,16 @@ from citybrain.disposal import service
 from citybrain.disposal.catalogue.spec import DEPARTMENT_SLUGS, LEVELS, EventTypeSpec
 from citybrain.disposal.events import CaseSlaBreached, CaseSlaWarning, CaseTransitioned
 from citybrain.disposal.lifecycle import Action, Status, allowed_actions, target
-from citybrain.disposal.models import CaseReportRow, CaseRow, CaseTransitionRow
+from citybrain.disposal.models import CaseReportRow, CaseRow
 from citybrain.disposal.schemas import Attachment, CaseCreate, Feedback, TransitionRequest
+from citybrain.disposal.service import CaseState
 
 if TYPE_CHECKING:
     from citybrain.disposal.runtime import Disposal
     from citybrain.platform import Platform
 
 log = logging.getLogger(__name__)
+Record = dict[str, Any]  # a case_transitions row to insert
 SLA_ACTOR = "system:sla"
 H3_RESOLUTION = 9  # ~0.1 km² cells: a block, the scale at which the same problem recurs
 
@@ -62,38 +64,36 @@ def open_case(platform: Platform, disposal: Disposal, request: CaseCreate, *, ct
     now = platform.clock.now()
     lon, lat = request.location.coordinates if request.location is not None else (None, None)
     with platform.transaction() as session:
-        row = CaseRow(
-            id=new_id(), number=service.next_number(session, now=now), event_type=spec.code,
-            category=spec.category, title=(request.title or spec.name.zh)[:200],
-            description=request.description, status=Status.REPORTED.value, priority=spec.priority,
-            level=spec.level, org_unit=org_unit, handling_unit=None, lead_department=spec.department,
-            assisting=list(spec.assisting), channel=request.channel, source_ref=request.sourceRef,
-            lon=lon, lat=lat, cell=cell_of(lon, lat), address=request.address, escalations=0, returns=0,
-            reopens=0, reports=1, breaches=0, created_at=now, updated_at=now, version=1)
-        session.add(row)
+        row = service.CaseState({
+            "id": new_id(), "number": service.next_number(session, now=now), "event_type": spec.code,
+            "category": spec.category, "title": (request.title or spec.name.zh)[:200],
+            "description": request.description, "status": Status.REPORTED.value, "suspended_from": None,
+            "priority": spec.priority, "level": spec.level, "org_unit": org_unit, "handling_unit": None,
+            "lead_department": spec.department, "assisting": list(spec.assisting), "channel": request.channel,
+            "source_ref": request.sourceRef, "lon": lon, "lat": lat, "cell": cell_of(lon, lat),
+            "address": request.address, "escalations": 0, "returns": 0, "reopens": 0, "reports": 1, "breaches": 0,
+            "created_at": now, "updated_at": now, "version": 1}, new=True)
         reporter = request.reporter
-        report = CaseReportRow(
-            case_id=row.id, channel=request.channel, external_id=request.externalId,
-            text=report_text if report_text is not None else request.description,
-            contact_name=reporter.name if reporter else None, contact_phone=reporter.phone if reporter else None,
-            contact_email=reporter.email if reporter else None, address=request.address, lon=lon, lat=lat,
-            org_unit=org_unit, reported_at=request.occurredAt or now, classified_as=classified_as,
-            confidence=confidence, data=report_data or {})
-        session.add(report)
+        report_id = service.insert_report(session, {
+            "case_id": row.id, "channel": request.channel, "external_id": request.externalId,
+            "text": report_text if report_text is not None else request.description,
+            "contact_name": reporter.name if reporter else None, "contact_phone": reporter.phone if reporter else None,
+            "contact_email": reporter.email if reporter else None, "address": request.address, "lon": lon,
+            "lat": lat, "org_unit": org_unit, "reported_at": request.occurredAt or now,
+            "classified_as": classified_as, "confidence": confidence, "data": report_data or {}})
         transitions = [_record(row, None, "report", ctx, now, reason=None,
                                attachments=request.attachments, data={"channel": request.channel})]
         if request.dispatch:
             transitions += _triage_and_dispatch(platform, disposal, session, row, spec, ctx, now)
-        session.add_all(transitions)
-        session.flush()
+        service.insert_case(session, row)
+        service.insert_transitions(session, transitions)
         view = service.case_view(row)
-        report_id = report.id
     events = [_transitioned(row.id, row.number, t, view, ctx) for t in transitions]
     return Outcome(view, events, created=True, report_id=report_id)
 
 
-def _triage_and_dispatch(platform: Platform, disposal: Disposal, session: Session, row: CaseRow,
-                         spec: EventTypeSpec, ctx: Context, now: datetime) -> list[CaseTransitionRow]:
+def _triage_and_dispatch(platform: Platform, disposal: Disposal, session: Session, row: CaseState,
+                         spec: EventTypeSpec, ctx: Context, now: datetime) -> list[Record]:
     route = disposal.router.route(spec, org_unit=row.org_unit, channel=row.channel)
     _apply_route(row, route.level, route.handling_unit, route.department, list(route.assisting))
     records = [_move(row, Action.TRIAGE, ctx, now, data={"rules": list(route.rules),
@@ -109,19 +109,19 @@ def transition(platform: Platform, disposal: Disposal, case_ref: str, request: T
     """Apply one action to a case; Conflict (409) naming the allowed actions when the table forbids it."""
     now = platform.clock.now()
     with platform.transaction() as session:
-        row = service.get_case(session, case_ref=case_ref, for_update=True)
+        row = service.load_case(session, case_ref=case_ref)
         if request.expectedVersion is not None and request.expectedVersion != row.version:
             raise Conflict(f"case {row.number} is at version {row.version}, not {request.expectedVersion}")
         records, extra_events = _act(platform, disposal, session, row, request, ctx, now)
-        session.add_all(records)
-        session.flush()
+        service.save_case(session, row)
+        service.insert_transitions(session, records)
         view = service.case_view(row)
     events = [_transitioned(row.id, row.number, t, view, ctx) for t in records]
     return Outcome(view, events + extra_events)
 
 
-def _act(platform: Platform, disposal: Disposal, session: Session, row: CaseRow, request: TransitionRequest,
-         ctx: Context, now: datetime) -> tuple[list[CaseTransitionRow], list[Event]]:
+def _act(platform: Platform, disposal: Disposal, session: Session, row: CaseState, request: TransitionRequest,
+         ctx: Context, now: datetime) -> tuple[list[Record], list[Event]]:
     action = request.action
     status = Status(row.status)
     # Checked before anything else, so an illegal action is a 409 whatever else the request says.
@@ -213,9 +213,9 @@ def _act(platform: Platform, disposal: Disposal, session: Session, row: CaseRow,
     return [_move(row, action, ctx, now, reason=reason, attachments=attachments)], []
 
 
-def _dispatch(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, ctx: Context, now: datetime, *,
+def _dispatch(disposal: Disposal, row: CaseState, spec: EventTypeSpec, ctx: Context, now: datetime, *,
               reason: str | None = None, attachments: list[Attachment] | None = None,
-              data: dict[str, Any]) -> CaseTransitionRow:
+              data: dict[str, Any]) -> Record:
     row.dispatched_at = row.dispatched_at or now
     record = _move(row, Action.DISPATCH, ctx, now, reason=reason, attachments=attachments or [],
                    data={**data, "handlingUnit": row.handling_unit, "department": row.lead_department,
@@ -225,8 +225,8 @@ def _dispatch(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, ctx: Contex
     return record
 
 
-def _escalate(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, ctx: Context, now: datetime, *,
-              reason: str | None, attachments: list[Attachment] | None = None) -> CaseTransitionRow:
+def _escalate(disposal: Disposal, row: CaseState, spec: EventTypeSpec, ctx: Context, now: datetime, *,
+              reason: str | None, attachments: list[Attachment] | None = None) -> Record:
     above = disposal.router.level_above(row.level)
     if above is None:
         raise Conflict(f"case {row.number} is already handled at the top level ({row.level})")
@@ -240,12 +240,12 @@ def _escalate(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, ctx: Contex
     return record
 
 
-def _merge(session: Session, row: CaseRow, request: TransitionRequest, ctx: Context,
-           now: datetime) -> tuple[list[CaseTransitionRow], list[Event]]:
+def _merge(session: Session, row: CaseState, request: TransitionRequest, ctx: Context,
+           now: datetime) -> tuple[list[Record], list[Event]]:
     if not request.into:
         raise InvalidInput.at("into", "merge needs the id or number of the case to join")
     try:
-        into = service.get_case(session, case_ref=request.into, for_update=True)
+        into = service.load_case(session, case_ref=request.into)
     except NotFound:
         raise InvalidInput.at("into", f"case {request.into} does not exist") from None
     if into.id == row.id:
@@ -262,6 +262,7 @@ def _merge(session: Session, row: CaseRow, request: TransitionRequest, ctx: Cont
                    data={"into": into.id, "intoNumber": into.number, "reports": moved})
     note = _note(into, ctx, now, f"case {row.number} merged in ({moved} report(s))",
                  data={"merged": row.id, "mergedNumber": row.number, "reports": moved})
+    service.save_case(session, into)
     into_view = service.case_view(into)
     return [record, note], [_transitioned(into.id, into.number, note, into_view, ctx)]
 
@@ -277,25 +278,23 @@ def add_report(platform: Platform, case_ref: str, *, channel: str, text: str, re
     fired again); returns the outcome and the report id."""
     now = platform.clock.now()
     with platform.transaction() as session:
-        row = service.get_case(session, case_ref=case_ref, for_update=True)
+        row = service.load_case(session, case_ref=case_ref)
         if row.status == Status.MERGED.value and row.merged_into:
-            row = service.get_case(session, case_ref=row.merged_into, for_update=True)
+            row = service.load_case(session, case_ref=row.merged_into)
         if row.status == Status.CLOSED.value:
             raise Conflict(f"case {row.number} is closed: a new report of its problem opens a new case")
-        report = CaseReportRow(
-            case_id=row.id, channel=channel, external_id=external_id, text=text,
-            contact_name=getattr(reporter, "name", None), contact_phone=getattr(reporter, "phone", None),
-            contact_email=getattr(reporter, "email", None), address=address, lon=lon, lat=lat,
-            org_unit=org_unit, reported_at=reported_at or now, classified_as=classified_as,
-            confidence=confidence, data=data or {})
-        session.add(report)
+        report_id = service.insert_report(session, {
+            "case_id": row.id, "channel": channel, "external_id": external_id, "text": text,
+            "contact_name": getattr(reporter, "name", None), "contact_phone": getattr(reporter, "phone", None),
+            "contact_email": getattr(reporter, "email", None), "address": address, "lon": lon, "lat": lat,
+            "org_unit": org_unit, "reported_at": reported_at or now, "classified_as": classified_as,
+            "confidence": confidence, "data": data or {}})
         row.reports += 1
         row.updated_at, row.version = now, row.version + 1
         note = _note(row, ctx, now, f"another report by {channel}", data={"channel": channel})
-        session.add(note)
-        session.flush()
+        service.save_case(session, row)
+        service.insert_transitions(session, [note])
         view = service.case_view(row)
-        report_id = report.id
     return Outcome(view, [_transitioned(row.id, row.number, note, view, ctx)], report_id=report_id), report_id
 
 
@@ -308,7 +307,7 @@ def record_feedback(platform: Platform, disposal: Disposal, report_id: int, feed
         report = session.get(CaseReportRow, report_id, with_for_update=True)
         if report is None:
             raise NotFound(f"report {report_id} does not exist")
-        row = service.get_case(session, case_ref=report.case_id, for_update=True)
+        row = service.load_case(session, case_ref=report.case_id)
         if row.status != Status.CLOSED.value:
             raise Conflict(f"case {row.number} is {row.status}: feedback is taken once it is closed")
         report.resolved, report.satisfied = feedback.resolved, feedback.satisfied
@@ -324,8 +323,8 @@ def record_feedback(platform: Platform, disposal: Disposal, report_id: int, feed
             records.append(_move(row, Action.REOPEN, ctx, now, reason=feedback.comment or "reporter not satisfied"))
             _start_stage(disposal, row, spec, "respond", now)
         row.updated_at = now
-        session.add_all(records)
-        session.flush()
+        service.save_case(session, row)
+        service.insert_transitions(session, records)
         view = service.case_view(row)
     return Outcome(view, [_transitioned(row.id, row.number, r, view, ctx) for r in records])
 
@@ -351,13 +350,16 @@ def fire_timer(platform: Platform, disposal: Disposal, case_id: str, version: in
     now = platform.clock.now()
     ctx = Context(actor=SLA_ACTOR)
     with platform.transaction() as session:
-        row = session.get(CaseRow, case_id, with_for_update=True)
-        if row is None or row.version != version:
+        try:
+            row = service.load_case(session, case_ref=case_id)
+        except NotFound:
+            return []
+        if row.version != version:
             return []
         stage = row.stage or ""
         due = row.stage_due_at
         events: list[Event] = []
-        records: list[CaseTransitionRow] = []
+        records: list[Record] = []
         if row.due_at is not None and row.due_at <= now:
             row.breached_at, row.breaches = now, row.breaches + 1
             row.due_at = row.warn_at = None
@@ -386,19 +388,19 @@ def fire_timer(platform: Platform, disposal: Disposal, case_id: str, version: in
         else:
             return []
         row.updated_at = now
-        session.add_all(records)
-        session.flush()
+        service.save_case(session, row)
+        service.insert_transitions(session, records)
         view = service.case_view(row)
     kind = CaseSlaBreached if breached else CaseSlaWarning
     events.append(kind(context=ctx, case_id=row.id, number=row.number, stage=stage,
                        due_at=due.isoformat() if due else "", case=view))
-    events += [_transitioned(row.id, row.number, r, view, ctx) for r in records if r.action != "note"]
+    events += [_transitioned(row.id, row.number, r, view, ctx) for r in records if r["action"] != "note"]
     return events
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _start_stage(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, stage: str, now: datetime) -> None:
+def _start_stage(disposal: Disposal, row: CaseState, spec: EventTypeSpec, stage: str, now: datetime) -> None:
     duration = getattr(spec.sla, stage)
     calendar = disposal.calendar
     row.stage, row.stage_started_at = stage, now
@@ -407,7 +409,7 @@ def _start_stage(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, stage: s
     row.warned_at = row.breached_at = None
 
 
-def _resume_stage(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, now: datetime) -> None:
+def _resume_stage(disposal: Disposal, row: CaseState, spec: EventTypeSpec, now: datetime) -> None:
     if row.stage is None or row.stage_due_at is None or row.suspended_at is None:
         return
     duration = getattr(spec.sla, row.stage)
@@ -421,24 +423,24 @@ def _resume_stage(disposal: Disposal, row: CaseRow, spec: EventTypeSpec, now: da
     row.suspended_at = None
 
 
-def _end_stage(row: CaseRow, now: datetime) -> bool | None:
+def _end_stage(row: CaseState, now: datetime) -> bool | None:
     """Whether the running stage ended in time (None when no stage ran)."""
     on_time = None if row.stage_due_at is None else (row.breached_at is None and now <= row.stage_due_at)
     _clear_stage(row)
     return on_time
 
 
-def _clear_stage(row: CaseRow) -> None:
+def _clear_stage(row: CaseState) -> None:
     row.stage = row.stage_started_at = row.due_at = row.warn_at = None
     row.stage_due_at = None
 
 
-def _apply_route(row: CaseRow, level: str, unit: str | None, department: str, assisting: list[str]) -> None:
+def _apply_route(row: CaseState, level: str, unit: str | None, department: str, assisting: list[str]) -> None:
     row.level, row.handling_unit, row.lead_department = level, unit, department
     row.assisting = [slug for slug in assisting if slug != department]
 
 
-def _check_route(platform: Platform, row: CaseRow) -> None:
+def _check_route(platform: Platform, row: CaseState) -> None:
     if row.level not in LEVELS:
         raise InvalidInput.at("level", f"one of {', '.join(LEVELS)}")
     if row.handling_unit is not None and row.handling_unit not in platform.org_tree:
@@ -462,9 +464,9 @@ def cell_of(lon: float | None, lat: float | None) -> str | None:
     return h3.latlng_to_cell(lat, lon, H3_RESOLUTION)
 
 
-def _move(row: CaseRow, action: Action, ctx: Context, now: datetime, *, reason: str | None = None,
+def _move(row: CaseState, action: Action, ctx: Context, now: datetime, *, reason: str | None = None,
           attachments: list[Attachment] | None = None, data: dict[str, Any] | None = None,
-          to: Status | None = None) -> CaseTransitionRow:
+          to: Status | None = None) -> Record:
     """Move the case by the table and record the step (the row's version goes up: stale timers skip it)."""
     before = Status(row.status)
     after = to or target(action, before, suspended_from=Status(row.suspended_from) if row.suspended_from else None)
@@ -473,22 +475,21 @@ def _move(row: CaseRow, action: Action, ctx: Context, now: datetime, *, reason: 
     return _record(row, before, action, ctx, now, reason=reason, attachments=attachments or [], data=data or {})
 
 
-def _note(row: CaseRow, ctx: Context, now: datetime, reason: str, *, data: dict[str, Any]) -> CaseTransitionRow:
+def _note(row: CaseState, ctx: Context, now: datetime, reason: str, *, data: dict[str, Any]) -> Record:
     """A record on the case that changes no status (a warning, another report, a merged duplicate)."""
-    return CaseTransitionRow(case_id=row.id, at=now, action="note", from_status=row.status, to_status=row.status,
-                             actor=ctx.actor, reason=reason, data=data, attachments=[], context_id=ctx.id)
+    return {"case_id": row.id, "at": now, "action": "note", "from_status": row.status, "to_status": row.status,
+            "actor": ctx.actor, "reason": reason, "data": data, "attachments": [], "context_id": ctx.id}
 
 
-def _record(row: CaseRow, before: Status | None, action: Action | str, ctx: Context, now: datetime, *,
-            reason: str | None, attachments: list[Attachment], data: dict[str, Any]) -> CaseTransitionRow:
-    return CaseTransitionRow(
-        case_id=row.id, at=now, action=str(action), from_status=before.value if before else None,
-        to_status=row.status, actor=ctx.actor, reason=reason, data=data,
-        attachments=[a.model_dump(exclude_none=True) for a in attachments], context_id=ctx.id)
+def _record(row: CaseState, before: Status | None, action: Action | str, ctx: Context, now: datetime, *,
+            reason: str | None, attachments: list[Attachment], data: dict[str, Any]) -> Record:
+    return {"case_id": row.id, "at": now, "action": str(action), "from_status": before.value if before else None,
+            "to_status": row.status, "actor": ctx.actor, "reason": reason, "data": data,
+            "attachments": [a.model_dump(exclude_none=True) for a in attachments], "context_id": ctx.id}
 
 
-def _transitioned(case_id: str, number: str, record: CaseTransitionRow, view: dict[str, Any],
+def _transitioned(case_id: str, number: str, record: Record, view: dict[str, Any],
                   ctx: Context) -> CaseTransitioned:
-    return CaseTransitioned(context=ctx.child(), case_id=case_id, number=number, action=record.action,
-                            from_status=record.from_status, to_status=record.to_status, case=view)
+    return CaseTransitioned(context=ctx.child(), case_id=case_id, number=number, action=record["action"],
+                            from_status=record["from_status"], to_status=record["to_status"], case=view)
 

@@ -4,6 +4,7 @@ unauthenticated API call until the governance layer attaches roles) gets the mos
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from citybrain.core.context import Context
@@ -12,11 +13,17 @@ from citybrain.hotline.pii import find_pii, mask_record, mask_text
 CONTACT_KINDS = {"name": "name", "email": "email"}
 
 
+@functools.lru_cache(maxsize=20_000)
+def _masked(text: str, roles: tuple[str, ...]) -> str:
+    # A case's description is shown again with every step taken on it: detection runs once per reader kind.
+    return mask_text(text, roles)
+
+
 def text_masker(ctx: Context) -> Callable[[str], str]:
-    roles = ctx.roles
+    roles = tuple(sorted(ctx.roles))
 
     def mask(text: str) -> str:
-        return mask_text(text, roles) if text else text
+        return _masked(text, roles) if text else text
 
     return mask
 
