@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.core.context import Context
 from citybrain.core.errors import CityBrainError, InvalidInput
 from citybrain.disposal import flows, service
@@ -29,7 +30,7 @@ from citybrain.disposal.schemas import (
 )
 from citybrain.hub.background import find_service
 
-router = APIRouter(prefix="/api/v1", tags=["disposal"])
+router = PathRouter(prefix="/api/v1", tags=["disposal"])
 CaseRef = Annotated[str, Path(max_length=36, description="Case id or number (e.g. 20261203-000042)")]
 INBOX_STATUSES = (Status.DISPATCHED, Status.RECEIVED, Status.IN_PROGRESS, Status.ESCALATED, Status.RETURNED,
                   Status.TRIAGED, Status.REOPENED, Status.HANDLED)
@@ -262,7 +263,7 @@ async def put_routing_rules(platform: PlatformDep, ctx: ContextDep, body: JsonBo
     return _json({"version": version, **rules.model_dump(mode="json")})
 
 
-supervision_router = APIRouter(prefix="/api/v1/supervision", tags=["supervision"])
+supervision_router = PathRouter(prefix="/api/v1/supervision", tags=["supervision"])
 
 
 def _window(start: datetime | None, end: datetime | None, clock_now: datetime, days: float) -> tuple[datetime, datetime]:

@@ -18,10 +18,11 @@ from xml.etree import ElementTree as ET
 
 import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
 from citybrain.api.deps import PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.core.context import Context
 from citybrain.core.errors import CityBrainError, InvalidInput, NotFound
 from citybrain.disposal.catalogue.spec import CATEGORIES
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from citybrain.disposal.catalogue.spec import EventTypeSpec
     from citybrain.disposal.runtime import Disposal
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+router = PathRouter(prefix="/open311/v2", tags=["open311"])
 FORMATS = ("json", "xml")
 MAX_SPAN = timedelta(days=90)
 MAX_REQUESTS = 1000

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import Field
 
 from citybrain.api.deps import ContextDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.core.errors import CityBrainError, NotFound
 from citybrain.disposal import flows, service
 from citybrain.disposal.router import disposal_of, masker_for
@@ -20,7 +21,7 @@ from citybrain.hotline.runtime import Hotline
 from citybrain.hotline.schemas import ComplaintCreate
 from citybrain.hub.background import find_service
 
-router = APIRouter(prefix="/api/v1/hotline", tags=["hotline"])
+router = PathRouter(prefix="/api/v1/hotline", tags=["hotline"])
 
 
 class HotlineUnavailable(CityBrainError):

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.core.errors import CityBrainError, InvalidInput, NotFound, PayloadTooLarge
 from citybrain.hub.background import find_service
 from citybrain.sensing import telemetry
@@ -22,7 +23,7 @@ from citybrain.sensing.devices.models import DeadLetterRow, DeviceRow
 from citybrain.sensing.runtime import SensingRuntime
 from citybrain.sensing.vitals import service as vitals
 
-router = APIRouter(prefix="/api/v1", tags=["sensing"])
+router = PathRouter(prefix="/api/v1", tags=["sensing"])
 MAX_BATCH = 10_000
 DeviceId = Annotated[str, Path(max_length=64, description="Device id, e.g. AQ-0000001")]
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
 from citybrain.api.deps import PageDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.core.errors import InvalidInput
 from citybrain.disposal.catalogue import flows
 from citybrain.disposal.catalogue.schemas import CategoryRead, EventTypePage, EventTypeRead
 from citybrain.disposal.catalogue.spec import DEPARTMENT_SLUGS, Category, Level, LocalizedText
 
-router = APIRouter(prefix="/api/v1/catalogue", tags=["catalogue"])
+router = PathRouter(prefix="/api/v1/catalogue", tags=["catalogue"])
 
 
 @router.get("", response_model=EventTypePage, summary="List event types")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import Path, Query, Response
 
 from citybrain.api.deps import ContextDep, PageDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.hub.commands import flows
 from citybrain.hub.commands.schemas import (
     Acknowledgement,
@@ -23,8 +24,8 @@ from citybrain.hub.commands.schemas import (
     SystemUpdate,
 )
 
-systems_router = APIRouter(prefix="/api/v1/systems", tags=["connected systems"])
-commands_router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
+systems_router = PathRouter(prefix="/api/v1/systems", tags=["connected systems"])
+commands_router = PathRouter(prefix="/api/v1/commands", tags=["commands"])
 SystemId = Annotated[str, Path(max_length=512, description="Connected system URN")]
 CommandId = Annotated[str, Path(max_length=64, description="Command id")]
 

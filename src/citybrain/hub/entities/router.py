@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
 from citybrain.api.problems import HTTP_TITLES
+from citybrain.api.routing import PathRouter
 from citybrain.core.errors import InvalidInput, NotFound
 from citybrain.hub.entities import flows, service
 from citybrain.hub.entities.models import EntityRow
@@ -21,7 +22,7 @@ from citybrain.hub.entities.schemas import BatchOperationResult, EntityDoc, Enti
 from citybrain.hub.entities.service import EntityQuery
 from citybrain.hub.entities.types import TypeSpec
 
-router = APIRouter(prefix="/api/v1", tags=["entities"])
+router = PathRouter(prefix="/api/v1", tags=["entities"])
 
 EntityId = Annotated[str, Path(description="Entity URN", max_length=512)]
 ENTITY_BODY = {"requestBody": {"required": True, "content": {"application/json": {
@@ -295,7 +296,7 @@ async def history(
 
 # ------------------------------------------------------------------------------------------ types
 
-types_router = APIRouter(prefix="/api/v1/types", tags=["entity types"])
+types_router = PathRouter(prefix="/api/v1/types", tags=["entity types"])
 
 
 @types_router.get("", response_model=list[TypeSpec], summary="Registered entity types")

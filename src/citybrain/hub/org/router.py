@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
 from citybrain.api.deps import PageDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.core.errors import NotFound
 from citybrain.hub.org import service
 from citybrain.hub.org.schemas import OrgSummary, OrgTreeNode, OrgUnitPage, OrgUnitRead
 
-router = APIRouter(prefix="/api/v1/org", tags=["org tree"])
+router = PathRouter(prefix="/api/v1/org", tags=["org tree"])
 Code = Annotated[str, Path(max_length=64, description="Org unit code, e.g. 310115 or 310115004")]
 
 

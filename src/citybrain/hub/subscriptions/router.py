@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import Path, Query, Response
 
 from citybrain.api.deps import ContextDep, PageDep, PlatformDep
+from citybrain.api.routing import PathRouter
 from citybrain.hub.subscriptions import flows
 from citybrain.hub.subscriptions.schemas import (
     NotificationPage,
@@ -16,7 +17,7 @@ from citybrain.hub.subscriptions.schemas import (
     SubscriptionUpdate,
 )
 
-router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
+router = PathRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
 SubscriptionId = Annotated[str, Path(max_length=512, description="Subscription URN")]
 
 
