@@ -152,3 +152,20 @@ def test_supervision_routes(client: TestClient, platform: Platform) -> None:
     pdf = client.get("/api/v1/supervision/brief", params={"date": day, "format": "pdf", "lang": "en"})
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and len(pdf.content) > 5000
     assert client.get("/api/v1/supervision/brief", params={"date": "2026-13-01"}).status_code == 422
+
+
+def test_evidence_uploaded_from_the_field_is_attached_by_its_hash(client: TestClient, platform: Platform) -> None:
+    photo = b"\xff\xd8\xff\xe0" + b"jpeg bytes of a cleaned wall" * 100
+    uploaded = client.post("/api/v1/attachments", content=photo, headers={"content-type": "image/jpeg"})
+    assert uploaded.status_code == 201, uploaded.text
+    digest = uploaded.json()["sha256"]
+    again = client.post("/api/v1/attachments", content=photo, headers={"content-type": "image/jpeg"})
+    assert again.json()["sha256"] == digest  # stored once
+    assert client.get(f"/api/v1/attachments/{digest}").content == photo
+    case = _act(client, _open(client, _villages(platform)[0]), "receive")
+    evidence = [{"kind": "photo_before", "sha256": digest}, {"kind": "photo_after", "sha256": digest}]
+    handled = _act(client, case, "handle", attachments=evidence)
+    assert handled["status"] == "handled"
+    refused = client.post("/api/v1/attachments", content=b"MZ\x90", headers={"content-type": "application/x-msdownload"})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "content-type"
+    assert client.get("/api/v1/attachments/" + "0" * 64).status_code == 404

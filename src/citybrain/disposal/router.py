@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Path, Query
+from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
@@ -395,3 +395,54 @@ async def anyio_to_thread(function: Any, *args: Any) -> Any:
     import anyio
 
     return await anyio.to_thread.run_sync(function, *args)
+
+
+ATTACHMENT_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/heic": ".heic",
+                    "video/mp4": ".mp4", "application/pdf": ".pdf"}
+MAX_ATTACHMENT_BYTES = 15 * 1024 * 1024
+
+
+@router.post("/attachments", status_code=201, summary="Upload a photo, video or document (evidence from the field)")
+async def upload_attachment(platform: PlatformDep, request: Request) -> Response:
+    """The body is the file itself, its type in Content-Type (JPEG, PNG, WebP, HEIC, MP4 or PDF; at most
+    15 MB). Stored once by its SHA-256 under the home folder; the answer is what a transition's
+    `attachments` item names (`{"kind": "photo_after", "sha256": …}`), so a phone uploads while offline
+    work queues and attaches by hash later."""
+    import hashlib
+
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ATTACHMENT_TYPES:
+        raise InvalidInput.at("content-type", f"one of {', '.join(ATTACHMENT_TYPES)}")
+    data = await request.body()
+    if not data:
+        raise InvalidInput.at("body", "the file is empty")
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        from citybrain.core.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"an attachment is at most {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB")
+    digest = hashlib.sha256(data).hexdigest()
+    folder = platform.settings.home / "attachments" / digest[:2]
+    target = folder / (digest + ATTACHMENT_TYPES[media_type])
+
+    def store() -> None:
+        if not target.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(target.suffix + ".part")
+            partial.write_bytes(data)
+            partial.replace(target)  # whole or not at all
+
+    await anyio_to_thread(store)
+    return _json({"sha256": digest, "mime": media_type, "bytes": len(data),
+                  "url": f"/api/v1/attachments/{digest}"}, 201)
+
+
+@router.get("/attachments/{digest}", summary="An uploaded attachment")
+async def get_attachment(platform: PlatformDep, digest: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> Response:
+    from citybrain.core.errors import NotFound
+
+    folder = platform.settings.home / "attachments" / digest[:2]
+    for suffix, media_type in ((s, m) for m, s in ATTACHMENT_TYPES.items()):
+        candidate = folder / (digest + suffix)
+        if candidate.exists():
+            return Response(await anyio_to_thread(candidate.read_bytes), media_type=media_type)
+    raise NotFound(f"attachment {digest} does not exist")
