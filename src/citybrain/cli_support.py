@@ -83,3 +83,21 @@ def read_json_items(path: Path) -> list[Any]:
         return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
     except orjson.JSONDecodeError as exc:
         fail(f"{path}: not JSON or NDJSON: {exc}")
+
+
+def moment_option(text: str | None, name: str, *, required: bool = False) -> Any:
+    """A time given on the command line (ISO 8601 with its zone, `Z` allowed) as an aware datetime; None
+    when absent and not required; one line naming the option otherwise."""
+    from datetime import datetime
+
+    if text is None:
+        if required:
+            fail(f"--{name} is required (e.g. 2026-12-01T08:00:00Z)")
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T08:00:00Z)")
+    if moment.tzinfo is None:
+        fail(f"--{name}: give the zone too (e.g. 2026-12-01T08:00:00+08:00)")
+    return moment

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Query, Request
+from fastapi.responses import Response
 
 from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput
@@ -65,3 +66,8 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 
 def json_response_bytes(content: Any) -> bytes:
     return orjson.dumps(content)
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer rendered by orjson (routes that build their own views skip FastAPI's encoder)."""
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)

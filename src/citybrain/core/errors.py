@@ -74,3 +74,11 @@ class Forbidden(CityBrainError):
     status = 403
     title = "Forbidden"
     slug = "forbidden"
+
+
+class ServiceUnavailable(CityBrainError):
+    """A capability this process runs is starting, stopped or not run here."""
+
+    status = 503
+    title = "Service unavailable"
+    slug = "unavailable"

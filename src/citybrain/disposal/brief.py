@@ -173,31 +173,39 @@ def _register_font() -> None:
         pdfmetrics.registerFont(UnicodeCIDFont(FONT))
 
 
-def category_chart(brief: Brief) -> Drawing:
+def _bars(title: str, items: list[tuple[str, float]], *, color: str, axis_max: float, label_format: str,
+          label_width: int, label_size: int) -> Drawing:
+    """A titled horizontal bar chart, the first item on top."""
     from reportlab.graphics.charts.barcharts import HorizontalBarChart
     from reportlab.graphics.shapes import Drawing, String
     from reportlab.lib import colors
 
     _register_font()
-    items = brief.categories[:10] or [(TEXT[brief.lang]["none"], 0)]
     height = 40 + 22 * len(items)
     drawing = Drawing(460, height)
     chart = HorizontalBarChart()
-    chart.x, chart.y, chart.width, chart.height = 130, 20, 300, height - 40
-    chart.data = [[count for _, count in reversed(items)]]
+    chart.x, chart.y, chart.width, chart.height = label_width, 20, 430 - label_width, height - 40
+    chart.data = [[value for _, value in reversed(items)]]
     chart.categoryAxis.categoryNames = [name for name, _ in reversed(items)]
     chart.categoryAxis.labels.fontName = FONT
-    chart.categoryAxis.labels.fontSize = 9
-    chart.valueAxis.valueMin = 0
-    chart.valueAxis.valueMax = max(1, max(count for _, count in items))
+    chart.categoryAxis.labels.fontSize = label_size
+    chart.valueAxis.valueMin, chart.valueAxis.valueMax = 0, axis_max
     chart.valueAxis.labels.fontSize = 8
-    chart.bars[0].fillColor = colors.HexColor(PALETTE[0])
-    chart.barLabelFormat = "%d"
+    chart.bars[0].fillColor = colors.HexColor(color)
+    chart.barLabelFormat = label_format
     chart.barLabels.fontSize = 8
-    chart.barLabels.nudge = 8
+    chart.barLabels.nudge = 10
     drawing.add(chart)
-    drawing.add(String(0, height - 12, TEXT[brief.lang]["by_category"], fontName=FONT, fontSize=11))
+    drawing.add(String(0, height - 12, title, fontName=FONT, fontSize=11))
     return drawing
+
+
+def category_chart(brief: Brief) -> Drawing:
+    items: list[tuple[str, float]] = [(name, count) for name, count in brief.categories[:10]]
+    items = items or [(TEXT[brief.lang]["none"], 0)]
+    return _bars(TEXT[brief.lang]["by_category"], items, color=PALETTE[0],
+                 axis_max=max(1, max(count for _, count in items)), label_format="%d", label_width=130,
+                 label_size=9)
 
 
 def trend_chart(brief: Brief) -> Drawing:
@@ -234,31 +242,10 @@ def trend_chart(brief: Brief) -> Drawing:
 
 
 def department_chart(brief: Brief) -> Drawing:
-    from reportlab.graphics.charts.barcharts import HorizontalBarChart
-    from reportlab.graphics.shapes import Drawing, String
-    from reportlab.lib import colors
-
-    _register_font()
     rows = [r for r in brief.departments if r.get("closeOnTime") is not None][:10]
-    if not rows:
-        rows = [{"name": TEXT[brief.lang]["none"], "closeOnTime": 0.0}]
-    height = 40 + 22 * len(rows)
-    drawing = Drawing(460, height)
-    chart = HorizontalBarChart()
-    chart.x, chart.y, chart.width, chart.height = 170, 20, 260, height - 40
-    chart.data = [[round(r["closeOnTime"] * 100, 1) for r in reversed(rows)]]
-    chart.categoryAxis.categoryNames = [r["name"] for r in reversed(rows)]
-    chart.categoryAxis.labels.fontName = FONT
-    chart.categoryAxis.labels.fontSize = 8
-    chart.valueAxis.valueMin, chart.valueAxis.valueMax = 0, 100
-    chart.valueAxis.labels.fontSize = 8
-    chart.bars[0].fillColor = colors.HexColor(PALETTE[2])
-    chart.barLabelFormat = "%.0f%%"
-    chart.barLabels.fontSize = 8
-    chart.barLabels.nudge = 12
-    drawing.add(chart)
-    drawing.add(String(0, height - 12, TEXT[brief.lang]["on_time"], fontName=FONT, fontSize=11))
-    return drawing
+    items = [(r["name"], round(r["closeOnTime"] * 100, 1)) for r in rows] or [(TEXT[brief.lang]["none"], 0.0)]
+    return _bars(TEXT[brief.lang]["on_time"], items, color=PALETTE[2], axis_max=100, label_format="%.0f%%",
+                 label_width=170, label_size=8)
 
 
 def charts(brief: Brief) -> list[Drawing]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from citybrain.cli_support import DbOpt, HomeOpt, console, fail, open_store
+from citybrain.cli_support import DbOpt, HomeOpt, console, fail, moment_option, open_store
 
 cases_app = typer.Typer(help="Cases (工单): list them, show one with its steps, act on one.", no_args_is_help=True)
 supervision_app = typer.Typer(help="The big loop: 三率 and on-time rates, hotspots, supervision tasks and the "
@@ -28,18 +28,6 @@ def _open(db: str, home: Path) -> Any:
         return platform, Disposal(platform)
     except CityBrainError as exc:
         fail(exc.detail)
-
-
-def _moment(text: str | None, name: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T00:00:00+08:00)")
-    if moment.tzinfo is None:
-        fail(f"--{name}: give the zone too (e.g. 2026-12-01T00:00:00+08:00)")
-    return moment
 
 
 @cases_app.command("list")
@@ -155,8 +143,8 @@ def rates(
     from citybrain.core.errors import CityBrainError
     from citybrain.disposal import supervision
 
-    finish = _moment(end, "to") or datetime.now(UTC)
-    begin = _moment(start, "from") or finish - timedelta(days=days)
+    finish = moment_option(end, "to") or datetime.now(UTC)
+    begin = moment_option(start, "from") or finish - timedelta(days=days)
     platform, _disposal = _open(db, home)
     try:
         with platform.session() as session:

@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
-from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
+from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, json_response
 from citybrain.api.routing import PathRouter
 from citybrain.core.context import Context
-from citybrain.core.errors import CityBrainError, InvalidInput
+from citybrain.core.errors import InvalidInput, ServiceUnavailable
 from citybrain.disposal import flows, service
 from citybrain.disposal.events import RoutingRulesChanged
 from citybrain.disposal.lifecycle import OPEN, Status
@@ -36,20 +35,12 @@ INBOX_STATUSES = (Status.DISPATCHED, Status.RECEIVED, Status.IN_PROGRESS, Status
                   Status.TRIAGED, Status.REOPENED, Status.HANDLED)
 
 
-class DisposalUnavailable(CityBrainError):
-    status = 503
-    title = "Service unavailable"
-    slug = "unavailable"
-
-
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
 def disposal_of(platform: Any) -> Disposal:
     found = find_service(platform, Disposal)
     if found is None:
-        raise DisposalUnavailable("disposal is not running in this process")
+        raise ServiceUnavailable("disposal is not running in this process")
     return found
 
 
@@ -74,7 +65,7 @@ async def open_case(platform: PlatformDep, ctx: ContextDep, body: CaseCreate) ->
     outcome = await platform.run(flows.open_case, platform, disposal, body, ctx=ctx)
     await _publish(platform, outcome)
     view = {**outcome.case, "description": masker_for(ctx)(outcome.case["description"])}
-    return _json(view, 201, headers={"Location": f"/api/v1/cases/{outcome.case['id']}"})
+    return json_response(view, 201, headers={"Location": f"/api/v1/cases/{outcome.case['id']}"})
 
 
 @router.get("/cases", summary="Cases, newest first (filters combine)", responses={200: {"model": CasePage}})
@@ -119,7 +110,7 @@ async def list_cases(
 
     items = await platform.run(work)
     next_cursor = items[page.limit - 1]["id"] if len(items) > page.limit else None
-    return _json({"items": items[: page.limit], "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+    return json_response({"items": items[: page.limit], "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
 
 
 def _statuses(text: str | None) -> list[str]:
@@ -154,7 +145,7 @@ async def inbox(
                                  statuses=[s.value for s in INBOX_STATUSES], limit=limit)
             return [service.inbox_view(r, mask=mask) for r in rows]
 
-    return _json({"handlingUnit": handlingUnit, "items": await platform.run(work)})
+    return json_response({"handlingUnit": handlingUnit, "items": await platform.run(work)})
 
 
 @router.get("/cases/{case_ref}", summary="One case", responses={200: {"model": CaseRead}})
@@ -167,7 +158,7 @@ async def get_case(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) ->
             _check_scope(platform, ctx, row.org_unit, row.handling_unit)
             return service.case_view(row, mask=mask)
 
-    return _json(await platform.run(work))
+    return json_response(await platform.run(work))
 
 
 def _check_scope(platform: Any, ctx: Context, *codes: str | None) -> None:
@@ -185,7 +176,7 @@ async def act(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef, body: T
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.transition, platform, disposal, case_ref, body, ctx=ctx)
     await _publish(platform, outcome)
-    return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+    return json_response({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
 
 
 @router.get("/cases/{case_ref}/transitions", summary="Every step of a case, oldest first",
@@ -199,7 +190,7 @@ async def case_transitions(platform: PlatformDep, ctx: ContextDep, case_ref: Cas
             _check_scope(platform, ctx, row.org_unit, row.handling_unit)
             return [service.transition_view(t, mask=mask) for t in service.transitions(session, case_id=row.id)]
 
-    return _json({"items": await platform.run(work)})
+    return json_response({"items": await platform.run(work)})
 
 
 @router.get("/cases/{case_ref}/reports", summary="The reports of a case (contacts masked by role)",
@@ -216,7 +207,7 @@ async def case_reports(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef
             return [service.report_view(r, mask=mask, mask_contact=mask_contact)
                     for r in service.reports(session, case_id=row.id)]
 
-    return _json({"items": await platform.run(work)})
+    return json_response({"items": await platform.run(work)})
 
 
 @router.post("/reports/{report_id}/feedback", summary="A reporter's verdict after closure (回访)",
@@ -227,13 +218,13 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
     await _publish(platform, outcome)
-    return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+    return json_response({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
 
 
 @router.get("/routing/rules", summary="The routing rules in force, with their version")
 async def get_routing_rules(platform: PlatformDep) -> Response:
     disposal = disposal_of(platform)
-    return _json({"version": disposal.router.version, **disposal.router.rules.model_dump(mode="json")})
+    return json_response({"version": disposal.router.version, **disposal.router.rules.model_dump(mode="json")})
 
 
 @router.put("/routing/rules", summary="Replace the routing rules (kept as a new version)")
@@ -260,7 +251,7 @@ async def put_routing_rules(platform: PlatformDep, ctx: ContextDep, body: JsonBo
     disposal = disposal_of(platform)
     await platform.run(disposal.load)
     await platform.bus.publish(RoutingRulesChanged(context=ctx, version=version))
-    return _json({"version": version, **rules.model_dump(mode="json")})
+    return json_response({"version": version, **rules.model_dump(mode="json")})
 
 
 supervision_router = PathRouter(prefix="/api/v1/supervision", tags=["supervision"])
@@ -296,7 +287,7 @@ async def supervision_rates(
         with platform.session() as session:
             return supervision.rates(session, start=start, end=end, group_by=by, towns_of=towns)
 
-    return _json({"from": start.isoformat(), "to": end.isoformat(), "by": by, "items": await platform.run(work)})
+    return json_response({"from": start.isoformat(), "to": end.isoformat(), "by": by, "items": await platform.run(work)})
 
 
 @supervision_router.get("/hotspots", summary="Places where one event type keeps recurring")
@@ -316,7 +307,7 @@ async def supervision_hotspots(
             return [h.view() for h in supervision.hotspots(session, start=start, end=end, min_cases=minCases,
                                                            limit=limit)]
 
-    return _json({"from": start.isoformat(), "to": end.isoformat(), "items": await platform.run(work)})
+    return json_response({"from": start.isoformat(), "to": end.isoformat(), "items": await platform.run(work)})
 
 
 @supervision_router.get("/tasks", summary="Supervision tasks (督办) of the big loop")
@@ -333,7 +324,7 @@ async def supervision_tasks(
             return [supervision.task_view(t) for t in
                     supervision.list_tasks(session, status=status, department=department, limit=limit)]
 
-    return _json({"items": await platform.run(work)})
+    return json_response({"items": await platform.run(work)})
 
 
 @supervision_router.post("/tasks/{task_id}/{action}", summary="Acknowledge or close a supervision task")
@@ -345,7 +336,7 @@ async def supervision_task_action(platform: PlatformDep, task_id: Annotated[str,
     note = body.get("note") if isinstance(body, dict) else None
     if note is not None and not isinstance(note, str):
         raise InvalidInput.at("note", "text is required")
-    return _json(await platform.run(supervision.move_task, platform, task_id, action, note=note))
+    return json_response(await platform.run(supervision.move_task, platform, task_id, action, note=note))
 
 
 @supervision_router.post("/scan", summary="Look for recurring problems now and open their tasks")
@@ -361,7 +352,7 @@ async def supervision_scan(
                                 min_cases=minCases)
     if opened:
         await platform.bus.publish(*supervision.opened_events(opened, ctx))
-    return _json({"opened": opened})
+    return json_response({"opened": opened})
 
 
 @supervision_router.get("/brief", summary="The daily brief for the leadership, as HTML or PDF")
@@ -432,7 +423,7 @@ async def upload_attachment(platform: PlatformDep, request: Request) -> Response
             partial.replace(target)  # whole or not at all
 
     await anyio_to_thread(store)
-    return _json({"sha256": digest, "mime": media_type, "bytes": len(data),
+    return json_response({"sha256": digest, "mime": media_type, "bytes": len(data),
                   "url": f"/api/v1/attachments/{digest}"}, 201)
 
 

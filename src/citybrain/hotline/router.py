@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import Field
 
-from citybrain.api.deps import ContextDep, PlatformDep
+from citybrain.api.deps import ContextDep, PlatformDep, json_response
 from citybrain.api.routing import PathRouter
-from citybrain.core.errors import CityBrainError, NotFound
+from citybrain.core.errors import NotFound, ServiceUnavailable
 from citybrain.disposal import flows, service
 from citybrain.disposal.router import disposal_of, masker_for
 from citybrain.disposal.schemas import Feedback, Strict
@@ -24,20 +23,12 @@ from citybrain.hub.background import find_service
 router = PathRouter(prefix="/api/v1/hotline", tags=["hotline"])
 
 
-class HotlineUnavailable(CityBrainError):
-    status = 503
-    title = "Service unavailable"
-    slug = "unavailable"
-
-
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
 def hotline_of(platform: Any) -> Hotline:
     found = find_service(platform, Hotline)
     if found is None:
-        raise HotlineUnavailable("the hotline is not running in this process")
+        raise ServiceUnavailable("the hotline is not running in this process")
     return found
 
 
@@ -50,7 +41,7 @@ async def take(platform: PlatformDep, ctx: ContextDep, body: ComplaintCreate) ->
     intake = await platform.run(take_complaint, platform, hotline_of(platform), disposal, body, ctx=ctx)
     if intake.outcome.events:
         await platform.bus.publish(*intake.outcome.events)
-    return _json(intake.view(), 201)
+    return json_response(intake.view(), 201)
 
 
 @router.get("/complaints/{report_id}", summary="Follow a complaint: its case's status and steps")
@@ -72,7 +63,7 @@ async def follow(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[in
                     "feedback": {"resolved": report.resolved, "satisfied": report.satisfied,
                                  "at": report.feedback_at.isoformat() if report.feedback_at else None}}
 
-    return _json(await platform.run(work))
+    return json_response(await platform.run(work))
 
 
 @router.post("/complaints/{report_id}/feedback", summary="The citizen's verdict after closure (回访)")
@@ -83,7 +74,7 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[
     outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
     if outcome.events:
         await platform.bus.publish(*outcome.events)
-    return _json({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+    return json_response({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
 
 
 class TextIn(Strict):
@@ -96,7 +87,7 @@ async def classify(platform: PlatformDep, body: TextIn,
     hotline = hotline_of(platform)
     disposal = disposal_of(platform)
     top = await platform.run(hotline.top, body.text, k)
-    return _json({"items": [{"eventType": code, "confidence": score,
+    return json_response({"items": [{"eventType": code, "confidence": score,
                              "name": disposal.specs[code].name.model_dump() if code in disposal.specs else None}
                             for code, score in top]})
 
@@ -105,7 +96,7 @@ async def classify(platform: PlatformDep, body: TextIn,
 async def locate(platform: PlatformDep, body: TextIn) -> Response:
     found = hotline_of(platform).locate(body.text)
     if found is None:
-        return _json({"found": False})
-    return _json({"found": True, "orgUnit": found.code, "kind": found.kind, "name": found.name,
+        return json_response({"found": False})
+    return json_response({"found": True, "orgUnit": found.code, "kind": found.kind, "name": found.name,
                   "confidence": found.confidence, "matched": found.matched, "start": found.start, "end": found.end,
                   "town": found.town_code})

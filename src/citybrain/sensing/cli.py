@@ -10,7 +10,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from citybrain.cli_support import DbOpt, HomeOpt, console, err_console, fail, open_store, read_json_items
+from citybrain.cli_support import (
+    DbOpt,
+    HomeOpt,
+    console,
+    err_console,
+    fail,
+    moment_option,
+    open_store,
+    read_json_items,
+)
 
 devices_app = typer.Typer(
     help="The device registry: register devices in bulk, list them, list device types.", no_args_is_help=True
@@ -207,21 +216,6 @@ telemetry_app = typer.Typer(
 )
 
 
-def _moment(text: str | None, name: str) -> Any:
-    from datetime import datetime
-
-    if text is None:
-        fail(f"--{name} is required (e.g. 2026-12-01T08:00:00Z)")
-    try:
-        assert text is not None
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        fail(f"--{name}: not a time: {text!r} (e.g. 2026-12-01T08:00:00Z)")
-    if moment.tzinfo is None:
-        fail(f"--{name}: give the zone too (e.g. 2026-12-01T08:00:00+08:00)")
-    return moment
-
-
 @telemetry_app.command("query")
 def query_telemetry(
     start: Annotated[str | None, typer.Option(help="Inclusive start, with its zone.")] = None,
@@ -253,7 +247,7 @@ def query_telemetry(
     from citybrain.sensing.lake.query import export_table
     from citybrain.sensing.runtime import device_types
 
-    begin, finish = _moment(start, "start"), _moment(end, "end")
+    begin, finish = moment_option(start, "start", required=True), moment_option(end, "end", required=True)
     if out is not None and out.suffix.lower() not in (".parquet", ".csv"):
         fail(f"--out: {out.name} must end in .parquet or .csv")
     platform = open_store(db, home)
@@ -317,7 +311,7 @@ def replay_dead_letters(
     if reason:
         body["reason"] = reason
     if since:
-        body["since"] = _moment(since, "since").isoformat()
+        body["since"] = moment_option(since, "since").isoformat()
     if len(body) == 1:
         fail("name the dead letters to replay: --id, --device, --reason or --since")
     try:

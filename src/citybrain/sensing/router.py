@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import orjson
 import sqlalchemy as sa
 from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
+from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, json_response
 from citybrain.api.routing import PathRouter
-from citybrain.core.errors import CityBrainError, InvalidInput, NotFound, PayloadTooLarge
+from citybrain.core.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
 from citybrain.hub.background import find_service
 from citybrain.sensing import telemetry
 from citybrain.sensing.alerts import service as alerts
@@ -28,20 +27,12 @@ MAX_BATCH = 10_000
 DeviceId = Annotated[str, Path(max_length=64, description="Device id, e.g. AQ-0000001")]
 
 
-class SensingUnavailable(CityBrainError):
-    status = 503
-    title = "Service unavailable"
-    slug = "unavailable"
-
-
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
 def _runtime(platform: Any) -> SensingRuntime:
     runtime = find_service(platform, SensingRuntime)
     if runtime is None or runtime.pipeline is None:
-        raise SensingUnavailable("sensing is starting or stopped; try again shortly")
+        raise ServiceUnavailable("sensing is starting or stopped; try again shortly")
     return runtime
 
 
@@ -130,7 +121,7 @@ async def register_devices(platform: PlatformDep, ctx: ContextDep, body: JsonBod
         if errors
         else 200
     )
-    return _json({"created": created, "existing": outcome.existing, "errors": errors}, status)
+    return json_response({"created": created, "existing": outcome.existing, "errors": errors}, status)
 
 
 @router.get("/devices", summary="List devices (filter by type and org unit, including its descendants)")
@@ -163,7 +154,7 @@ async def list_devices(
     next_cursor = str(rows[page.limit - 1].num) if len(rows) > page.limit else None
     rows = rows[: page.limit]
     online = runtime.online([r.num for r in rows])
-    return _json(
+    return json_response(
         {
             "items": [_device_view(r, o) for r, o in zip(rows, online, strict=True)],
             "next_cursor": next_cursor,
@@ -183,7 +174,7 @@ async def get_device(platform: PlatformDep, device_id: DeviceId) -> Response:
     row = await platform.run(work)
     if row is None:
         raise NotFound(f"device {device_id} does not exist")
-    return _json(_device_view(row, runtime.online([row.num])[0]))
+    return json_response(_device_view(row, runtime.online([row.num])[0]))
 
 
 @router.post("/telemetry", summary="Ingest readings over HTTP (a batch of at most 10,000)")
@@ -203,7 +194,7 @@ async def ingest(platform: PlatformDep, body: JsonBody) -> Response:
         for dead in report.dead
     ]
     errors.sort(key=lambda e: e["index"])
-    return _json(
+    return json_response(
         {
             "accepted": report.accepted_count,
             "duplicates": report.duplicates,
@@ -246,7 +237,7 @@ async def dead_letters(
         }
         for r in rows[: page.limit]
     ]
-    return _json({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+    return json_response({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
 
 
 class DeadLetterReplay(BaseModel):
@@ -275,7 +266,7 @@ async def replay_dead_letters(platform: PlatformDep, request: DeadLetterReplay) 
     outcome = await _runtime(platform).replay_dead_letters(
         ids=request.ids, device_id=request.deviceId, reason=request.reason, since=request.since,
         limit=request.limit)
-    return _json(outcome)
+    return json_response(outcome)
 
 
 @router.get("/alerts", summary="Alerts (filter by status, severity, device type, org unit with descendants)")
@@ -305,7 +296,7 @@ async def list_alerts(
             return [alerts.alert_view(r) for r in rows], next_cursor
 
     items, next_cursor = await platform.run(work)
-    return _json({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+    return json_response({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
 
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
@@ -321,7 +312,7 @@ async def acknowledge(
 
     view, events = await platform.run(work)
     await platform.bus.publish(AlertUpdated(context=ctx, alert=view), *events)
-    return _json(view)
+    return json_response(view)
 
 
 @router.post("/alerts/{alert_id}/assign", summary="Assign an alert to a person or team")
@@ -341,12 +332,12 @@ async def assign(
 
     view, events = await platform.run(work)
     await platform.bus.publish(AlertUpdated(context=ctx, alert=view), *events)
-    return _json(view)
+    return json_response(view)
 
 
 @router.get("/sensing/status", summary="Devices indexed and online, open alerts, state memory and counters")
 async def sensing_status(platform: PlatformDep) -> Response:
-    return _json(_runtime(platform).status())
+    return json_response(_runtime(platform).status())
 
 
 @router.get("/vitals", summary="The latest vital signs (城市运行体征) of an org unit and its subtree")
@@ -362,7 +353,7 @@ async def vital_signs(platform: PlatformDep, orgUnit: Annotated[str | None, Quer
                 for r in vitals.latest(session, org_unit=code)
             ]
 
-    return _json({"orgUnit": code, "indicators": await platform.run(work)})
+    return json_response({"orgUnit": code, "indicators": await platform.run(work)})
 
 
 @router.get("/vitals/history", summary="One indicator of one org unit over time, newest first")
@@ -389,7 +380,7 @@ async def vital_sign_history(
                 )
             ]
 
-    return _json({"orgUnit": orgUnit, "indicator": indicator, "points": await platform.run(work)})
+    return json_response({"orgUnit": orgUnit, "indicator": indicator, "points": await platform.run(work)})
 
 
 def _csv_param(value: str | None) -> list[str]:
@@ -430,4 +421,4 @@ async def query_telemetry(
             return telemetry.rows(telemetry.with_device_ids(session, runtime.lake.query(query)))
 
     items = await platform.run(work)
-    return _json({"items": items, "count": len(items)})
+    return json_response({"items": items, "count": len(items)})

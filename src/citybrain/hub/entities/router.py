@@ -6,11 +6,10 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import Path, Query
 from fastapi.responses import Response
 
-from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep
+from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, json_response
 from citybrain.api.problems import HTTP_TITLES
 from citybrain.api.routing import PathRouter
 from citybrain.core.errors import InvalidInput, NotFound
@@ -30,9 +29,6 @@ ENTITY_BODY = {"requestBody": {"required": True, "content": {"application/json":
 BATCH_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Entity"}, "maxItems": 1000}}}}}
 
-
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
 def _require_urn(entity_id: str) -> None:
@@ -69,7 +65,7 @@ def _batch_result(result: flows.BatchResult) -> Response:
             "title": title, "status": status,
             "detail": f"{first.field}: {first.reason}" if len(item_errors) == 1 else f"{len(item_errors)} invalid fields",
             "errors": [{"field": e.field, "reason": e.reason} for e in item_errors]}})
-    return _json({"success": result.success, "errors": errors}, 207 if errors else 200)
+    return json_response({"success": result.success, "errors": errors}, 207 if errors else 200)
 
 
 def build_query(
@@ -154,14 +150,14 @@ async def query_entities(
             return body
 
     body = await platform.run(work)
-    return _json(body, headers=page.next_link(body["next_cursor"]))
+    return json_response(body, headers=page.next_link(body["next_cursor"]))
 
 
 @router.post("/entities", status_code=201, response_model=EntityDoc, openapi_extra=ENTITY_BODY,
              summary="Create an entity (409 if it exists)")
 async def create_entity(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
     entity = await flows.write_entity(platform, body, ctx=ctx, create_only=True)
-    return _json(entity, 201, headers={"Location": f"/api/v1/entities/{entity['id']}"})
+    return json_response(entity, 201, headers={"Location": f"/api/v1/entities/{entity['id']}"})
 
 
 @router.get("/entities/{entity_id}", response_model=EntityDoc, summary="Read one entity")
@@ -182,7 +178,7 @@ async def get_entity(
     wanted = set(_csv(attrs))
     if wanted:
         entity = {k: v for k, v in entity.items() if k in ("id", "type") or k in wanted}
-    return _json(entity)
+    return json_response(entity)
 
 
 @router.put("/entities/{entity_id}", response_model=EntityDoc, openapi_extra=ENTITY_BODY,
@@ -193,7 +189,7 @@ async def replace_entity(platform: PlatformDep, ctx: ContextDep, entity_id: Enti
         body.setdefault("id", entity_id)
         if body["id"] != entity_id:
             raise InvalidInput.at("id", "the body's id differs from the id in the URL")
-    return _json(await flows.write_entity(platform, body, ctx=ctx, create_only=False))
+    return json_response(await flows.write_entity(platform, body, ctx=ctx, create_only=False))
 
 
 @router.patch("/entities/{entity_id}/attrs", response_model=EntityDoc, summary="Add or overwrite attributes",
@@ -202,7 +198,7 @@ async def replace_entity(platform: PlatformDep, ctx: ContextDep, entity_id: Enti
                   "description": "attribute name → NGSI-LD attribute"}}}}})
 async def update_attributes(platform: PlatformDep, ctx: ContextDep, entity_id: EntityId, body: JsonBody) -> Response:
     _require_urn(entity_id)
-    return _json(await flows.update_attributes(platform, entity_id, body, ctx=ctx))
+    return json_response(await flows.update_attributes(platform, entity_id, body, ctx=ctx))
 
 
 @router.delete("/entities/{entity_id}/attrs/{attribute}", status_code=204, summary="Delete one attribute")
@@ -291,7 +287,7 @@ async def history(
         }
 
     body = await platform.run(work)
-    return _json(body, headers=page.next_link(body["next_cursor"]))
+    return json_response(body, headers=page.next_link(body["next_cursor"]))
 
 
 # ------------------------------------------------------------------------------------------ types
