@@ -106,7 +106,9 @@ def bulk_load(url: str, *, closed: int, open_cases: int, seed: int = 7) -> dict[
                 created = now - timedelta(days=rng.uniform(0, 1) if is_open else rng.uniform(1, 365))
                 case_id = new_id()
                 unit = village if spec.level == "village" else towns[village] if spec.level == "town" else "310115"
-                due = created + timedelta(hours=rng.uniform(1, 48))
+                # Open cases' deadlines run from half an hour ago to two days ahead: about 1 % are due when the
+                # server starts (a city's steady trickle of breaches, not a backlog that swamps the flow).
+                due = now + timedelta(hours=rng.uniform(-0.5, 48))
                 row = {"id": case_id, "number": f"B{i:014d}", "event_type": spec.code, "category": spec.category,
                        "title": spec.name.zh, "description": "", "status": "dispatched" if is_open else "closed",
                        "priority": spec.priority, "level": spec.level, "org_unit": village, "handling_unit": unit,
@@ -114,8 +116,11 @@ def bulk_load(url: str, *, closed: int, open_cases: int, seed: int = 7) -> dict[
                        "created_at": created, "updated_at": created, "escalations": 0, "returns": 0, "reopens": 0,
                        "reports": 1, "breaches": 0, "version": 1, "dispatched_at": created}
                 if is_open:
+                    warn = created + (due - created) * 0.8
                     row |= {"stage": "respond", "stage_started_at": created, "stage_due_at": due, "due_at": due,
-                            "warn_at": created + (due - created) * 0.8}
+                            "warn_at": warn}
+                    if warn < now - timedelta(minutes=5):  # warned already
+                        row |= {"warn_at": None, "warned_at": warn}
                 else:
                     closed_at = created + timedelta(hours=rng.uniform(2, 200))
                     row |= {"received_at": created + timedelta(hours=1), "handled_at": closed_at - timedelta(hours=1),
