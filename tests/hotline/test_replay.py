@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -46,9 +45,9 @@ def settings(db_url: str, tmp_path) -> Settings:
 
 
 @contextlib.contextmanager
-def served(platform: Platform) -> Iterator[httpx.Client]:
+def served(platform: Platform) -> Iterator[replay.HttpClient]:
     """The platform's app on a real server in a thread of this process (so the test's frozen clock is the
-    server's), and a client of it: a third of what the in-process test client costs per request."""
+    server's), and a keep-alive client of it: a fraction of what the in-process test client costs."""
     config = uvicorn.Config(create_app(platform), host="127.0.0.1", port=free_port(), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -58,7 +57,7 @@ def served(platform: Platform) -> Iterator[httpx.Client]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{config.port}", timeout=60) as client:
+        with replay.HttpClient(f"http://127.0.0.1:{config.port}") as client:
             yield client
     finally:
         server.should_exit = True

@@ -149,7 +149,6 @@ def replay(
     import csv
     import io
 
-    import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from citybrain.hotline import replay as replaying
@@ -171,9 +170,14 @@ def replay(
         source = Path(tempfile.mkstemp(suffix=".csv")[1])
         source.write_text(buffer.getvalue(), encoding="utf-8")
     try:
-        with httpx.Client(base_url=url.rstrip("/"), timeout=60) as client:
+        client_of = replaying.HttpClient(url)
+    except ValueError as exc:
+        fail(f"--url: {exc}")
+    try:
+        with client_of as client:
             try:
-                client.get("/health").raise_for_status()
+                if client.get("/health").status_code != 200:
+                    fail(f"the City Brain at {url} is not healthy")
                 if kind == "la311":
                     codes, evidence = _la311_maps(client)
                     steps = replaying.la311_steps(source, service_codes=codes, evidence=evidence)
@@ -181,7 +185,7 @@ def replay(
                     steps = replaying.tipdm_steps(source)
             except (KeyError, ValueError) as exc:
                 fail(f"{path}: not a {kind} file ({type(exc).__name__}: {exc})")
-            except httpx.HTTPError as exc:
+            except OSError as exc:
                 fail(f"cannot reach the City Brain at {url}: {exc}")
             with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=err_console) as progress:
@@ -189,7 +193,7 @@ def replay(
                 try:
                     report = replaying.replay(client, steps, kind=kind, api_key=api_key, speed=speed,
                                               progress=lambda done: progress.update(task, completed=done))
-                except httpx.HTTPError as exc:
+                except OSError as exc:
                     fail(f"the City Brain at {url} stopped answering: {exc}")
     finally:
         if source is not path:

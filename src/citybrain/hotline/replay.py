@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import csv
 import heapq
+import http.client
 import itertools
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from zoneinfo import ZoneInfo
+
+import orjson
 
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -27,11 +31,70 @@ RECEIVE_AFTER = timedelta(minutes=30)  # the records say when a request was clos
 
 
 class Client(Protocol):
-    """httpx.Client against a running server, or the tests' TestClient."""
+    """`HttpClient` against a running server, or a test client."""
 
     def post(self, url: str, **kwargs: Any) -> Any: ...
 
     def get(self, url: str, **kwargs: Any) -> Any: ...
+
+
+class Answer:
+    """What `HttpClient` answers: the status, the body and the body as JSON."""
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code = status_code
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return orjson.loads(self.content)
+
+
+class HttpClient:
+    """A keep-alive HTTP/1.1 client on the standard library: a replay sends tens of thousands of small
+    requests, and a general-purpose client spent more of the machine per request than the server did."""
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0) -> None:
+        address = urllib.parse.urlsplit(base_url)
+        if address.scheme not in ("http", "https") or not address.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        connection = http.client.HTTPSConnection if address.scheme == "https" else http.client.HTTPConnection
+        self._connection = connection(address.hostname, address.port, timeout=timeout)
+        self._base = address.path.rstrip("/")
+
+    def _send(self, method: str, url: str, body: bytes | None, content_type: str | None) -> Answer:
+        headers = {"Content-Type": content_type} if content_type else {}
+        for attempt in (1, 2):  # a keep-alive connection the server closed: open it again, once
+            try:
+                self._connection.request(method, self._base + url, body=body, headers=headers)
+                response = self._connection.getresponse()
+                return Answer(response.status, response.read())
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._connection.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get(self, url: str, *, params: dict[str, Any] | None = None) -> Answer:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        return self._send("GET", url + query, None, None)
+
+    def post(self, url: str, *, json: Any = None, data: dict[str, Any] | None = None) -> Answer:
+        if data is not None:
+            return self._send("POST", url, urllib.parse.urlencode(data).encode(), "application/x-www-form-urlencoded")
+        return self._send("POST", url, orjson.dumps(json), "application/json")
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 @dataclass(order=True)
