@@ -128,6 +128,8 @@ def test_queries_are_bounded_and_bad_ones_explained(client: TestClient, spec: di
     assert client.get("/open311/v2/requests.yaml").status_code == 400
     assert client.get("/open311/v2/request/99999.json").status_code == 404
     assert client.get("/open311/v2/tokens/abc.json").status_code == 404
+    discovery = ET.fromstring(client.get("/open311/v2/discovery.xml").content)
+    assert discovery.tag == "discovery" and discovery.find("endpoints/endpoint/formats/format") is not None
     found = client.get("/open311/v2/requests.json").json()
     check(spec, found, array_of("Request"))
     assert len(found) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import socket
 import statistics
 import threading
 import time
@@ -27,12 +26,7 @@ from citybrain.platform import Platform
 from citybrain.scenarios import scenario_catalogue
 from citybrain.settings import Settings
 from tests.hotline.conftest import SHARED
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.sensing.processes import free_port
 
 LA311 = SHARED / "data" / "complaints" / "la311_2020_requests_10k.csv"
 TIPDM = SHARED / "data" / "complaints" / "tipdm2020c_messages_labelled.csv"

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from citybrain.core.errors import CityBrainError, FieldError
+from citybrain.core.errors import CityBrainError, FieldError, field_path
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -34,16 +34,6 @@ def problem_response(status: int, title: str, detail: str, *, slug: str, request
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _loc_to_field(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts)
-
-
 HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
                405: "Method not allowed", 406: "Not acceptable", 409: "Conflict", 413: "Payload too large",
                415: "Unsupported media type", 429: "Too many requests"}
@@ -56,7 +46,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [FieldError(_loc_to_field(tuple(e.get("loc", ()))), e.get("msg", "invalid")) for e in exc.errors()]
+        errors = [FieldError(field_path(tuple(e.get("loc", ()))), e.get("msg", "invalid")) for e in exc.errors()]
         detail = f"{errors[0].field}: {errors[0].reason}" if len(errors) == 1 else "The request has invalid fields"
         return problem_response(422, "Invalid input", detail, slug="invalid-input", request=request, errors=errors)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -11,6 +12,15 @@ class FieldError:
 
     field: str
     reason: str
+
+
+def field_path(loc: Iterable[int | str]) -> str:
+    """A validation location as a field path: ('event_types', 12, 'sla') → event_types[12].sla, (1, 'x') →
+    [1].x."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
 
 
 class CityBrainError(Exception):

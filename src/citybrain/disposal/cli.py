@@ -41,15 +41,14 @@ def list_cases(
     home: HomeOpt = Path(".citybrain"),
 ) -> None:
     """List cases, newest first."""
+    from citybrain.core.errors import CityBrainError
     from citybrain.disposal import service
-    from citybrain.disposal.lifecycle import OPEN, Status
+    from citybrain.disposal.lifecycle import statuses_of
 
-    statuses: list[str] = []
-    if status:
-        statuses = sorted(s.value for s in OPEN) if status == "open" else status.split(",")
-        unknown = [s for s in statuses if s not in {x.value for x in Status}]
-        if unknown:
-            fail(f"--status: unknown status {unknown[0]!r}")
+    try:
+        statuses = statuses_of(status)
+    except CityBrainError as exc:
+        fail(f"--{exc.detail}")
     platform, _disposal = _open(db, home)
     table = Table("number", "type", "status", "level", "unit", "dept", "due", "title")
     with platform.session() as session:

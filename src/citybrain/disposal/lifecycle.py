@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from citybrain.core.errors import Conflict
+from citybrain.core.errors import Conflict, InvalidInput
 
 
 class Status(StrEnum):
@@ -92,3 +92,18 @@ def target(action: Action, status: Status, *, suspended_from: Status | None = No
             raise Conflict("the case does not say which status it was suspended from")
         return suspended_from
     return to
+
+
+def statuses_of(text: str | None) -> list[str]:
+    """Statuses named in a filter: comma-separated, or `open` for every open one; InvalidInput on
+    `status` naming an unknown one."""
+    if not text:
+        return []
+    if text == "open":
+        return sorted(s.value for s in OPEN)
+    statuses = [part.strip() for part in text.split(",") if part.strip()]
+    known = {s.value for s in Status}
+    for value in statuses:
+        if value not in known:
+            raise InvalidInput.at("status", f"unknown status {value!r}; one of open, {', '.join(sorted(known))}")
+    return statuses

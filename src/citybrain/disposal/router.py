@@ -15,7 +15,7 @@ from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput, ServiceUnavailable
 from citybrain.disposal import flows, service
 from citybrain.disposal.events import RoutingRulesChanged
-from citybrain.disposal.lifecycle import OPEN, Status
+from citybrain.disposal.lifecycle import Status, statuses_of
 from citybrain.disposal.routing import Router, RoutingRules
 from citybrain.disposal.runtime import Disposal
 from citybrain.disposal.schemas import (
@@ -35,8 +35,6 @@ INBOX_STATUSES = (Status.DISPATCHED, Status.RECEIVED, Status.IN_PROGRESS, Status
                   Status.TRIAGED, Status.REOPENED, Status.HANDLED)
 
 
-
-
 def disposal_of(platform: Any) -> Disposal:
     found = find_service(platform, Disposal)
     if found is None:
@@ -51,9 +49,11 @@ def masker_for(ctx: Context) -> Any:
     return text_masker(ctx)
 
 
-async def _publish(platform: Any, outcome: flows.Outcome) -> None:
+async def published(platform: Any, outcome: flows.Outcome, ctx: Context) -> dict[str, Any]:
+    """Publish what a flow did, and the case as this reader may see it (free text masked by role)."""
     if outcome.events:
         await platform.bus.publish(*outcome.events)
+    return {**outcome.case, "description": masker_for(ctx)(outcome.case["description"])}
 
 
 @router.post("/cases", status_code=201, summary="Open a case (grid inspector, department system, any channel)",
@@ -63,8 +63,7 @@ async def open_case(platform: PlatformDep, ctx: ContextDep, body: CaseCreate) ->
     dispatches it to the handling unit, whose respond clock starts."""
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.open_case, platform, disposal, body, ctx=ctx)
-    await _publish(platform, outcome)
-    view = {**outcome.case, "description": masker_for(ctx)(outcome.case["description"])}
+    view = await published(platform, outcome, ctx)
     return json_response(view, 201, headers={"Location": f"/api/v1/cases/{outcome.case['id']}"})
 
 
@@ -84,7 +83,7 @@ async def list_cases(
     createdFrom: Annotated[datetime | None, Query()] = None,
     createdTo: Annotated[datetime | None, Query()] = None,
 ) -> Response:
-    statuses = _statuses(status)
+    statuses = statuses_of(status)
     tree = platform.org_tree
     for name, code in (("handlingUnit", handlingUnit), ("orgUnit", orgUnit)):
         if code is not None and code not in tree:
@@ -111,19 +110,6 @@ async def list_cases(
     items = await platform.run(work)
     next_cursor = items[page.limit - 1]["id"] if len(items) > page.limit else None
     return json_response({"items": items[: page.limit], "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
-
-
-def _statuses(text: str | None) -> list[str]:
-    if not text:
-        return []
-    if text == "open":
-        return sorted(s.value for s in OPEN)
-    statuses = [part.strip() for part in text.split(",") if part.strip()]
-    known = {s.value for s in Status}
-    for value in statuses:
-        if value not in known:
-            raise InvalidInput.at("status", f"unknown status {value!r}; one of open, {', '.join(sorted(known))}")
-    return statuses
 
 
 @router.get("/cases/inbox", summary="What a handling unit must act on, soonest due first (mobile-friendly)")
@@ -175,8 +161,7 @@ def _check_scope(platform: Any, ctx: Context, *codes: str | None) -> None:
 async def act(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef, body: TransitionRequest) -> Response:
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.transition, platform, disposal, case_ref, body, ctx=ctx)
-    await _publish(platform, outcome)
-    return json_response({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+    return json_response(await published(platform, outcome, ctx))
 
 
 @router.get("/cases/{case_ref}/transitions", summary="Every step of a case, oldest first",
@@ -217,8 +202,7 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[
     """Unresolved or unsatisfied reopens the case."""
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
-    await _publish(platform, outcome)
-    return json_response({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+    return json_response(await published(platform, outcome, ctx))
 
 
 @router.get("/routing/rules", summary="The routing rules in force, with their version")
@@ -231,15 +215,15 @@ async def get_routing_rules(platform: PlatformDep) -> Response:
 async def put_routing_rules(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
     from pydantic import ValidationError
 
-    from citybrain.core.errors import FieldError
+    from citybrain.core.errors import ErrorCollector, field_path
 
     try:
         rules = RoutingRules.model_validate(body)
     except ValidationError as exc:
-        errors = [FieldError(".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
-                             .replace(".[", "["), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        raise InvalidInput(f"{errors[0].field}: {errors[0].reason}" if len(errors) == 1 else
-                           "The routing rules have invalid fields", errors=errors) from None
+        problems = ErrorCollector()
+        for error in exc.errors():
+            problems.add(field_path(error["loc"]), error["msg"].removeprefix("Value error, "))
+        problems.raise_if_any("The routing rules have invalid fields")
     Router(rules, platform.org_tree)  # refuses unknown org units, naming the field
 
     def work() -> int:

@@ -33,13 +33,15 @@ def next_number(session: Session, *, now: datetime) -> str:
     return f"{day}-{value:06d}"
 
 
-def get_case(session: Session, *, case_ref: str, for_update: bool = False) -> CaseRow:
-    """A case by id or by number; NotFound naming it otherwise."""
-    column = CaseRow.number if "-" in case_ref and len(case_ref) == 15 else CaseRow.id
-    statement = sa.select(CaseRow).where(column == case_ref)
-    if for_update:
-        statement = statement.with_for_update()
-    row = session.scalars(statement).one_or_none()
+def _is_number(case_ref: str) -> bool:
+    """A case number (20261203-000042) rather than an id (a UUID)."""
+    return len(case_ref) == 15 and "-" in case_ref
+
+
+def get_case(session: Session, *, case_ref: str) -> CaseRow:
+    """A case by id or by number, to read; NotFound naming it otherwise."""
+    column = CaseRow.number if _is_number(case_ref) else CaseRow.id
+    row = session.scalars(sa.select(CaseRow).where(column == case_ref)).one_or_none()
     if row is None:
         raise NotFound(f"case {case_ref} does not exist")
     return row
@@ -229,7 +231,7 @@ def load_case(session: Session, *, case_ref: str, lock: bool = True) -> CaseStat
     """A case by id or number, to change; NotFound naming it otherwise. `lock` takes PostgreSQL's row lock
     (SQLite's write transaction is the lock there)."""
     table = CaseRow.__table__
-    column = table.c.number if "-" in case_ref and len(case_ref) == 15 else table.c.id
+    column = table.c.number if _is_number(case_ref) else table.c.id
     statement = sa.select(table).where(column == case_ref)
     if lock and session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update()

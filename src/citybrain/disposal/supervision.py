@@ -64,7 +64,11 @@ def _group_column(group_by: str) -> Any:
 def rates(session: Session, *, start: datetime, end: datetime, group_by: str = "department",
           towns_of: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The supervision figures of the cases reported in [start, end), one row per group (merged cases
-    count in the case they joined). `town` groups by each case's town (`towns_of`: org unit → town)."""
+    count in the case they joined). `town` groups by each case's town (`towns_of`: org unit → town).
+
+    The store returns counts and sums per group key; keys that fold together (org units into their town)
+    add those up, and every rate is taken from the sums last, so a town's rate is exact, not an average of
+    its villages' rates."""
     if group_by not in GROUPS:
         raise InvalidInput.at("by", f"one of {', '.join(GROUPS)}")
     key = _group_column(group_by).label("key")
@@ -72,45 +76,59 @@ def rates(session: Session, *, start: datetime, end: datetime, group_by: str = "
     hours = (sa.func.extract("epoch", CaseRow.closed_at) - sa.func.extract("epoch", CaseRow.created_at)) / 3600.0 \
         if session.get_bind().dialect.name == "postgresql" else \
         (sa.func.julianday(CaseRow.closed_at) - sa.func.julianday(CaseRow.created_at)) * 24.0
-    cases = session.execute(
+    resolved = CaseRow.resolution == "resolved"
+    case_sums = session.execute(
         sa.select(key, sa.func.count().label("cases"),
                   sa.func.sum(sa.case((CaseRow.status == "closed", 1), else_=0)).label("closed"),
                   sa.func.sum(sa.case((CaseRow.resolution == "dismissed", 1), else_=0)).label("dismissed"),
-                  sa.func.avg(sa.case((CaseRow.resolution == "resolved", hours), else_=None)).label("hours"),
+                  sa.func.sum(sa.case((resolved, 1), else_=0)).label("resolved"),
+                  sa.func.sum(sa.case((resolved, hours), else_=None)).label("hours"),
                   _true(CaseRow.responded_on_time).label("respond_ok"), _known(CaseRow.responded_on_time).label("respond_n"),
                   _true(CaseRow.handled_on_time).label("handle_ok"), _known(CaseRow.handled_on_time).label("handle_n"),
                   _true(CaseRow.closed_on_time).label("close_ok"), _known(CaseRow.closed_on_time).label("close_n"),
                   sa.func.sum(CaseRow.escalations).label("escalations"), sa.func.sum(CaseRow.returns).label("returns"),
                   sa.func.sum(CaseRow.reopens).label("reopens"),
-                  sa.func.sum(sa.case((CaseRow.breaches > 0, 1), else_=0)).label("breached"),
-                  sa.func.sum(CaseRow.reports).label("reports"))
-        .where(window).group_by(key)).all()
-    reports = session.execute(
+                  sa.func.sum(sa.case((CaseRow.breaches > 0, 1), else_=0)).label("breached"))
+        .where(window).group_by(key)).mappings().all()
+    report_sums = session.execute(
         sa.select(key, sa.func.count().label("reports"),
-                  sa.func.sum(sa.case((CaseRow.responded_on_time.is_(True), 1), else_=0)).label("responded"),
-                  _known(CaseRow.responded_on_time).label("respond_n"),
-                  _true(CaseReportRow.resolved).label("resolved"), _known(CaseReportRow.resolved).label("verdicts"),
+                  _true(CaseRow.responded_on_time).label("responded"),
+                  _known(CaseRow.responded_on_time).label("report_respond_n"),
+                  _true(CaseReportRow.resolved).label("resolved_verdicts"),
+                  _known(CaseReportRow.resolved).label("verdicts"),
                   _true(CaseReportRow.satisfied).label("satisfied"))
-        .join(CaseRow, CaseRow.id == CaseReportRow.case_id).where(window).group_by(key)).all()
-    by_key: dict[Any, dict[str, Any]] = {}
-    for row in cases:
-        by_key[row.key] = {
-            "key": row.key, "cases": row.cases, "closed": int(row.closed or 0), "dismissed": int(row.dismissed or 0),
-            "closedShare": _rate(row.closed, row.cases),
-            "meanHoursToClose": round(float(row.hours), 2) if row.hours is not None else None,
-            "respondOnTime": _rate(row.respond_ok, row.respond_n),
-            "handleOnTime": _rate(row.handle_ok, row.handle_n),
-            "closeOnTime": _rate(row.close_ok, row.close_n),
-            "escalations": int(row.escalations or 0), "returns": int(row.returns or 0),
-            "reopens": int(row.reopens or 0), "breached": int(row.breached or 0)}
-    for row in reports:
-        entry = by_key.setdefault(row.key, {"key": row.key})
-        entry.update({"reports": row.reports, "responseRate": _rate(row.responded, row.respond_n),
-                      "resolutionRate": _rate(row.resolved, row.verdicts),
-                      "satisfactionRate": _rate(row.satisfied, row.verdicts), "verdicts": int(row.verdicts or 0)})
-    if group_by == "town":
-        return _merge_by_town(list(by_key.values()), towns_of or {})
-    return sorted(by_key.values(), key=lambda e: (-(e.get("cases") or 0), str(e["key"])))
+        .join(CaseRow, CaseRow.id == CaseReportRow.case_id).where(window).group_by(key)).mappings().all()
+
+    def folded(raw: Any) -> Any:
+        if group_by != "town":
+            return raw
+        return (towns_of or {}).get(raw, raw) if raw else "unlocated"
+
+    sums: dict[Any, dict[str, float]] = {}
+    for row in [*case_sums, *report_sums]:
+        totals = sums.setdefault(folded(row["key"]), {})
+        for name, value in row.items():
+            if name != "key":
+                totals[name] = totals.get(name, 0) + (value or 0)
+    out = [_figures(group, totals) for group, totals in sums.items()]
+    return sorted(out, key=lambda e: (-(e.get("cases") or 0), str(e["key"])))
+
+
+def _figures(group: Any, t: dict[str, float]) -> dict[str, Any]:
+    """A group's public figures from its counts and sums."""
+    return {
+        "key": group, "cases": int(t.get("cases", 0)), "closed": int(t.get("closed", 0)),
+        "dismissed": int(t.get("dismissed", 0)), "closedShare": _rate(t.get("closed", 0), t.get("cases", 0)),
+        "meanHoursToClose": round(t["hours"] / t["resolved"], 2) if t.get("resolved") else None,
+        "respondOnTime": _rate(t.get("respond_ok", 0), t.get("respond_n", 0)),
+        "handleOnTime": _rate(t.get("handle_ok", 0), t.get("handle_n", 0)),
+        "closeOnTime": _rate(t.get("close_ok", 0), t.get("close_n", 0)),
+        "escalations": int(t.get("escalations", 0)), "returns": int(t.get("returns", 0)),
+        "reopens": int(t.get("reopens", 0)), "breached": int(t.get("breached", 0)),
+        "reports": int(t.get("reports", 0)), "responseRate": _rate(t.get("responded", 0), t.get("report_respond_n", 0)),
+        "resolutionRate": _rate(t.get("resolved_verdicts", 0), t.get("verdicts", 0)),
+        "satisfactionRate": _rate(t.get("satisfied", 0), t.get("verdicts", 0)), "verdicts": int(t.get("verdicts", 0)),
+    }
 
 
 def towns_of(tree: Any) -> dict[str, str]:
@@ -120,34 +138,6 @@ def towns_of(tree: Any) -> dict[str, str]:
         chain = [code, *reversed(tree.ancestors(code))]
         out[code] = next((c for c in chain if tree.units[c].kind == "town"), code)
     return out
-
-
-def _merge_by_town(rows: list[dict[str, Any]], towns_of: dict[str, str]) -> list[dict[str, Any]]:
-    """Roll org-unit rows up to their towns: counts add; rates are recomputed from their parts."""
-    merged: dict[str, dict[str, float]] = {}
-    for row in rows:
-        town = towns_of.get(row["key"], row["key"]) if row["key"] else None
-        totals = merged.setdefault(town or "unlocated", {})
-        cases = row.get("cases") or 0
-        for name in ("cases", "closed", "dismissed", "escalations", "returns", "reopens", "breached", "reports",
-                     "verdicts"):
-            totals[name] = totals.get(name, 0) + (row.get(name) or 0)
-        for rate, weight in (("respondOnTime", cases), ("handleOnTime", cases), ("closeOnTime", cases),
-                             ("responseRate", row.get("reports") or 0), ("resolutionRate", row.get("verdicts") or 0),
-                             ("satisfactionRate", row.get("verdicts") or 0), ("meanHoursToClose", row.get("closed") or 0)):
-            if row.get(rate) is not None and weight:
-                totals[f"{rate}:sum"] = totals.get(f"{rate}:sum", 0) + row[rate] * weight
-                totals[f"{rate}:weight"] = totals.get(f"{rate}:weight", 0) + weight
-    out = []
-    for town, totals in merged.items():
-        entry: dict[str, Any] = {"key": town, **{k: int(v) for k, v in totals.items() if ":" not in k}}
-        entry["closedShare"] = _rate(totals.get("closed", 0), totals.get("cases", 0))
-        for rate in ("respondOnTime", "handleOnTime", "closeOnTime", "responseRate", "resolutionRate",
-                     "satisfactionRate", "meanHoursToClose"):
-            weight = totals.get(f"{rate}:weight", 0)
-            entry[rate] = round(totals[f"{rate}:sum"] / weight, 4) if weight else None
-        out.append(entry)
-    return sorted(out, key=lambda e: (-e.get("cases", 0), str(e["key"])))
 
 
 @dataclass(frozen=True, slots=True)

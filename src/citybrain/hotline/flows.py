@@ -56,7 +56,7 @@ def take_complaint(platform: Platform, hotline: Hotline, disposal: Disposal, req
         spec = disposal.event_type(request.eventType, field="eventType")
         event_type, confidence, classified = spec.code, None, False
     else:
-        event_type, confidence = hotline.classify(text)
+        event_type, confidence = hotline.classify(text, disposal.catalogue)
         classified = True
     # Where it is
     org_unit, located_by = request.orgUnit, "given" if request.orgUnit else None

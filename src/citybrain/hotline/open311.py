@@ -72,28 +72,37 @@ def _present(value: Any) -> Any:
     return value
 
 
-def _render(content: Any, fmt: str, *, root: str, item: str, status: int = 200) -> Response:
+def _render(content: Any, fmt: str, *, root: str, item: str = "", status: int = 200) -> Response:
+    """JSON as it is; XML as `root`, holding one `item` element per entry of a list, or the fields of a
+    single object directly."""
     content = _present(content)
     if fmt == "json":
         return Response(orjson.dumps(content), status_code=status, media_type="application/json")
     element = ET.Element(root)
-    for entry in content if isinstance(content, list) else [content]:
-        _to_xml(ET.SubElement(element, item), entry)
+    if isinstance(content, list):
+        for entry in content:
+            _to_xml(ET.SubElement(element, item), entry)
+    else:
+        _to_xml(element, content)
     return Response(_xml_bytes(element), status_code=status, media_type="text/xml; charset=utf-8")
 
 
 def _to_xml(parent: ET.Element, value: dict[str, Any]) -> None:
     for key, inner in value.items():
-        child = ET.SubElement(parent, key)
-        if isinstance(inner, dict):
-            _to_xml(child, inner)
-        elif isinstance(inner, list):
-            for entry in inner:
-                _to_xml(ET.SubElement(child, key.rstrip("s") or key), entry)
-        elif isinstance(inner, bool):
-            child.text = "true" if inner else "false"
-        elif inner is not None:
-            child.text = str(inner)
+        _xml_value(ET.SubElement(parent, key), key, inner)
+
+
+def _xml_value(element: ET.Element, key: str, value: Any) -> None:
+    """A value as XML: an object's fields, a list's entries (each named by the list's singular), or text."""
+    if isinstance(value, dict):
+        _to_xml(element, value)
+    elif isinstance(value, list):
+        for entry in value:
+            _xml_value(ET.SubElement(element, key.rstrip("s") or key), key, entry)
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif value is not None:
+        element.text = str(value)
 
 
 def _format(fmt: str) -> str:
@@ -172,8 +181,7 @@ async def discovery(platform: PlatformDep, request: Request, response_format: Fo
                "endpoints": [{"specification": "http://wiki.open311.org/GeoReport_v2", "url": base,
                               "changeset": datetime(2026, 12, 1, tzinfo=UTC).isoformat(), "type": "production",
                               "formats": ["application/json", "text/xml"]}]}
-    return _render(content, fmt, root="discovery", item="endpoint") if fmt == "json" else \
-        _render(content, fmt, root="discovery", item="entry")
+    return _render(content, fmt, root="discovery")
 
 
 @router.get("/services.{response_format}", summary="Service types (the event catalogue)")
@@ -199,15 +207,7 @@ async def service_definition(platform: PlatformDep, service_code: Annotated[str,
         raise Open311Error(404, f"service_code: {service_code!r} is not a service here")
     # No service asks for extra attributes: what the catalogue needs is the description and the place.
     content = {"service_code": service_code, "attributes": []}
-    return _render(content, fmt, root="service_definition", item="service_definition") if fmt == "json" else \
-        Response(_xml_bytes(_definition_xml(service_code)), media_type="text/xml; charset=utf-8")
-
-
-def _definition_xml(code: str) -> ET.Element:
-    element = ET.Element("service_definition")
-    ET.SubElement(element, "service_code").text = code
-    ET.SubElement(element, "attributes")
-    return element
+    return _render(content, fmt, root="service_definition")
 
 
 async def _form(request: Request) -> dict[str, Any]:
@@ -446,7 +446,7 @@ async def list_requests(
     return _render(items, fmt, root="service_requests", item="request")
 
 
-async def _one(platform: Any, request: Request, service_request_id: str, fmt: str, locale: str | None,
+async def _one(platform: Any, request: Request, service_request_id: str, locale: str | None,
                jurisdiction_id: str | None) -> list[dict[str, Any]]:
     _jurisdiction(platform, jurisdiction_id)
     try:
@@ -466,7 +466,7 @@ async def get_request(platform: PlatformDep, request: Request, service_request_i
                       response_format: Format, jurisdiction_id: Annotated[str | None, Query()] = None,
                       locale: Annotated[str | None, Query(max_length=16)] = None) -> Response:
     fmt = _format(response_format)
-    items = await _one(platform, request, service_request_id, fmt, locale, jurisdiction_id)
+    items = await _one(platform, request, service_request_id, locale, jurisdiction_id)
     return _render(items, fmt, root="service_requests", item="request")
 
 
@@ -477,12 +477,8 @@ async def get_request_v21(platform: PlatformDep, request: Request,
                           jurisdiction_id: Annotated[str | None, Query()] = None,
                           locale: Annotated[str | None, Query(max_length=16)] = None) -> Response:
     fmt = _format(response_format)
-    items = await _one(platform, request, service_request_id, fmt, locale, jurisdiction_id)
-    if fmt == "json":
-        return Response(orjson.dumps(_present(items[0])), media_type="application/json")
-    element = ET.Element("request")
-    _to_xml(element, _present(items[0]))
-    return Response(_xml_bytes(element), media_type="text/xml; charset=utf-8")
+    items = await _one(platform, request, service_request_id, locale, jurisdiction_id)
+    return _render(items[0], fmt, root="request")
 
 
 @router.get("/tokens/{token_id}.{response_format}", summary="A token's request (requests are created at once)")

@@ -13,7 +13,7 @@ from citybrain.api.deps import ContextDep, PlatformDep, json_response
 from citybrain.api.routing import PathRouter
 from citybrain.core.errors import NotFound, ServiceUnavailable
 from citybrain.disposal import flows, service
-from citybrain.disposal.router import disposal_of, masker_for
+from citybrain.disposal.router import disposal_of, masker_for, published
 from citybrain.disposal.schemas import Feedback, Strict
 from citybrain.hotline.flows import take_complaint
 from citybrain.hotline.runtime import Hotline
@@ -72,9 +72,7 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[
     """Unresolved or unsatisfied reopens the case."""
     disposal = disposal_of(platform)
     outcome = await platform.run(flows.record_feedback, platform, disposal, report_id, body, ctx=ctx)
-    if outcome.events:
-        await platform.bus.publish(*outcome.events)
-    return json_response({**outcome.case, "description": masker_for(ctx)(outcome.case["description"])})
+    return json_response(await published(platform, outcome, ctx))
 
 
 class TextIn(Strict):
@@ -86,7 +84,7 @@ async def classify(platform: PlatformDep, body: TextIn,
                    k: Annotated[int, Query(ge=1, le=20)] = 5) -> Response:
     hotline = hotline_of(platform)
     disposal = disposal_of(platform)
-    top = await platform.run(hotline.top, body.text, k)
+    top = await platform.run(hotline.top, body.text, disposal.catalogue, k)
     return json_response({"items": [{"eventType": code, "confidence": score,
                              "name": disposal.specs[code].name.model_dump() if code in disposal.specs else None}
                             for code, score in top]})

@@ -23,7 +23,7 @@ import anyio
 import orjson
 import sqlalchemy as sa
 
-from citybrain.disposal.catalogue.service import Catalogue, CatalogueEntry
+from citybrain.disposal.catalogue.service import Catalogue
 
 if TYPE_CHECKING:
     from citybrain.disposal.catalogue.spec import EventTypeSpec
@@ -56,12 +56,9 @@ class Hotline:
 
     name = "hotline"
 
-    def __init__(self, platform: Platform, *, specs: Sequence[EventTypeSpec] | None = None,
-                 classifier: Any = None) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self._given = (Catalogue(CatalogueEntry(spec, "given") for spec in specs) if specs is not None else None)
-        self.catalogue = self._given or Catalogue([])
-        self.classifier = classifier
+        self.classifier: Any = None
         self.min_confidence = MIN_CONFIDENCE
         self._locator: Any = None
         self._index: Any = None
@@ -89,16 +86,12 @@ class Hotline:
             self.forget_case(event.case_id)
 
     def load(self) -> None:
-        """Build the label map, the classifier, the locator and the duplicate index (from open cases)."""
+        """Build the classifier, the locator and the duplicate index (from open cases)."""
+        from citybrain.disposal.catalogue import flows as catalogue_flows
         from citybrain.hotline.dedup import DuplicateIndex
         from citybrain.hotline.locate import Locator
 
-        if self._given is None:
-            from citybrain.disposal.catalogue import flows as catalogue_flows
-
-            self.catalogue = catalogue_flows.load(self.platform)
-        if self.classifier is None:
-            self.classifier = self._load_or_train(list(self.catalogue))
+        self.classifier = self._load_or_train(list(catalogue_flows.load(self.platform)))
         self._locator = Locator(self.platform.org_tree)
         self._index = DuplicateIndex(tree=self.platform.org_tree)
         self._fill_index()
@@ -162,32 +155,21 @@ class Hotline:
 
     # ------------------------------------------------------------------ understanding
 
-    def event_type_of(self, label: str) -> str | None:
-        """The event type a classifier label stands for: a catalogue code, or a label of a taxonomy the
-        catalogue refers to (a TipDM path or its nearest mapped ancestor, a 311 request type)."""
-        if label in self.catalogue:
-            return label
-        for lookup in (self.catalogue.for_tipdm, self.catalogue.for_la311, self.catalogue.for_nyc311,
-                       self.catalogue.for_open311):
-            spec = lookup(label)
-            if spec is not None:
-                return spec.code
-        return None
-
-    def top(self, text: str, k: int = 5) -> list[tuple[str, float]]:
-        """The likeliest event types of a text, best first, with the classifier's confidences."""
+    def top(self, text: str, catalogue: Catalogue, k: int = 5) -> list[tuple[str, float]]:
+        """The likeliest event types of a text, best first, with the classifier's confidences; labels are
+        read through the catalogue in force (the disposal's, which follows imports)."""
         prediction = self.classifier.predict([text])[0]
         seen: dict[str, float] = {}
         for label, score in [(prediction.label, prediction.confidence), *prediction.alternatives]:
-            code = self.event_type_of(label)
+            code = event_type_of(label, catalogue)
             if code is not None and code not in seen:
                 seen[code] = round(float(score), 4)
         return list(seen.items())[:k]
 
-    def classify(self, text: str) -> tuple[str, float]:
+    def classify(self, text: str, catalogue: Catalogue) -> tuple[str, float]:
         """(event type code, confidence) of a complaint's text; the general city-management type with no
         confidence when no label maps into the catalogue."""
-        best = self.top(text, 1)
+        best = self.top(text, catalogue, 1)
         if best:
             return best[0]
         return FALLBACK_CODE, 0.0
@@ -220,3 +202,14 @@ class Hotline:
                 self._index.remove(report_id)
                 self._cases.pop(report_id, None)
 
+
+def event_type_of(label: str, catalogue: Catalogue) -> str | None:
+    """The event type a classifier label stands for: a catalogue code, or a label of a taxonomy the
+    catalogue refers to (a TipDM path or its nearest mapped ancestor, a 311 request type)."""
+    if label in catalogue:
+        return label
+    for lookup in (catalogue.for_tipdm, catalogue.for_la311, catalogue.for_nyc311, catalogue.for_open311):
+        spec = lookup(label)
+        if spec is not None:
+            return spec.code
+    return None

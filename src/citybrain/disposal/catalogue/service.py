@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from citybrain.core.errors import ErrorCollector, FieldError, InvalidInput, NotFound
+from citybrain.core.errors import ErrorCollector, FieldError, InvalidInput, NotFound, field_path
 from citybrain.disposal.catalogue.models import CatalogueEntryRow
 from citybrain.disposal.catalogue.spec import CATEGORIES, CatalogueFile, EventTypeSpec
 
@@ -50,14 +50,6 @@ class Located:
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-
-def field_path(loc: Iterable[int | str]) -> str:
-    """A pydantic location as a path: ('event_types', 12, 'sla', 'handle') → event_types[12].sla.handle."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
 
 
 def parse_file(text: str, *, source: str, errors: ErrorCollector | None = None) -> CatalogueFile | None:
