@@ -19,24 +19,22 @@ class CaseTransitioned(Event, frozen=True, kw_only=True):
     case: dict[str, Any]
 
 
-class CaseSlaWarning(Event, frozen=True, kw_only=True):
+class CaseSlaEvent(Event, frozen=True, kw_only=True):
+    """What the SLA timers say about a case's running stage."""
+
+    case_id: str
+    number: str
+    stage: str
+    due_at: str
+    case: dict[str, Any]
+
+
+class CaseSlaWarning(CaseSlaEvent, frozen=True, kw_only=True):
     """A case's running stage is close to its deadline."""
 
-    case_id: str
-    number: str
-    stage: str
-    due_at: str
-    case: dict[str, Any]
 
-
-class CaseSlaBreached(Event, frozen=True, kw_only=True):
+class CaseSlaBreached(CaseSlaEvent, frozen=True, kw_only=True):
     """A case's running stage passed its deadline (it is escalated one level up when there is one)."""
-
-    case_id: str
-    number: str
-    stage: str
-    due_at: str
-    case: dict[str, Any]
 
 
 class SupervisionTaskOpened(Event, frozen=True, kw_only=True):
