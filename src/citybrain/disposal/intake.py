@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from citybrain.core.context import Context
 from citybrain.disposal import flows, service
@@ -21,15 +22,14 @@ if TYPE_CHECKING:
     from citybrain.platform import Platform
 
 
-def _device_position(platform: Platform, device_id: str) -> tuple[float | None, float | None]:
+def _device_position(session: Session, device_id: str) -> tuple[float | None, float | None]:
     from citybrain.sensing.devices.models import DeviceRow
 
-    with platform.session() as session:
-        row = session.execute(sa.select(DeviceRow.lon, DeviceRow.lat).where(DeviceRow.device_id == device_id)).first()
+    row = session.execute(sa.select(DeviceRow.lon, DeviceRow.lat).where(DeviceRow.device_id == device_id)).first()
     return (row.lon, row.lat) if row is not None else (None, None)
 
 
-def _open_case_at_place(platform: Platform, *, event_type: str, cell: str | None,
+def _open_case_at_place(session: Session, *, event_type: str, cell: str | None,
                         org_unit: str | None) -> CaseRow | None:
     closed = [Status.CLOSED.value, Status.MERGED.value]
     statement = sa.select(CaseRow).where(CaseRow.event_type == event_type, CaseRow.status.not_in(closed),
@@ -40,8 +40,7 @@ def _open_case_at_place(platform: Platform, *, event_type: str, cell: str | None
         statement = statement.where(CaseRow.org_unit == org_unit, CaseRow.cell.is_(None))
     else:
         return None
-    with platform.session() as session:
-        return session.scalars(statement.order_by(CaseRow.id.desc()).limit(1)).first()
+    return session.scalars(statement.order_by(CaseRow.id.desc()).limit(1)).first()
 
 
 def case_from_alert(platform: Platform, disposal: Disposal, alert: dict[str, Any], *,
@@ -52,16 +51,15 @@ def case_from_alert(platform: Platform, disposal: Disposal, alert: dict[str, Any
         return None
     device = alert["subjectKind"] == "device"
     source_ref = f"{'device' if device else 'area'}:{alert['subject']}"
-    lon, lat = _device_position(platform, alert["subject"]) if device else (None, None)
     reading = alert.get("reading") or {}
     text = f"{alert['title']} ({alert['deviceType']}/{alert['ruleId']}, {alert['subject']}"
     text += f", value {alert['value']})" if alert.get("value") is not None else ")"
     data = {"alert": alert["id"], "severity": alert["severity"], "reading": reading}
-    with platform.session() as session:
-        existing = service.find_open_by_source(session, source_ref=source_ref, event_type=spec.code)
-    if existing is None:
-        existing = _open_case_at_place(platform, event_type=spec.code, cell=flows.cell_of(lon, lat),
-                                       org_unit=alert.get("orgUnit"))
+    with platform.session() as session:  # one read for where the device is and what is open there
+        lon, lat = _device_position(session, alert["subject"]) if device else (None, None)
+        existing = (service.find_open_by_source(session, source_ref=source_ref, event_type=spec.code)
+                    or _open_case_at_place(session, event_type=spec.code, cell=flows.cell_of(lon, lat),
+                                           org_unit=alert.get("orgUnit")))
     if existing is not None:
         outcome, _report = flows.add_report(platform, existing.id, channel="sensing", text=text, reporter=None,
                                             ctx=ctx, external_id=alert["id"], lon=lon, lat=lat,
