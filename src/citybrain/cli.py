@@ -42,6 +42,7 @@ def _add_capability_commands() -> None:
     from citybrain.hotline.cli import hotline_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
+    from citybrain.traffic.cli import traffic_app
 
     app.add_typer(devices_app, name="devices")
     app.add_typer(alerts_app, name="alerts")
@@ -52,6 +53,7 @@ def _add_capability_commands() -> None:
     app.add_typer(routing_app, name="routing")
     app.add_typer(catalogue_app, name="catalogue")
     app.add_typer(hotline_app, name="hotline")
+    app.add_typer(traffic_app, name="traffic")
 
 
 _add_capability_commands()
