@@ -43,10 +43,18 @@ class WorkingCalendar:
         self.workdays = frozenset(workdays)
         self._day_seconds = sum(_seconds(end) - _seconds(start) for start, end in self.hours)
         self._uncovered: set[int] = set()
+        # Every SLA stage asks about the same few days; chinese_calendar validates and looks each one up anew.
+        self._verdicts: dict[date, bool] = {}
 
     # ------------------------------------------------------------------ days
 
     def is_workday(self, day: date) -> bool:
+        verdict = self._verdicts.get(day)
+        if verdict is None:
+            verdict = self._verdicts[day] = self._is_workday(day)
+        return verdict
+
+    def _is_workday(self, day: date) -> bool:
         if day in self.holidays:
             return False
         if day in self.workdays:
