@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -58,6 +59,15 @@ def install(app: FastAPI) -> None:
             detail = f"no resource at {request.url.path}"
         return problem_response(exc.status_code, title, detail, slug=title.lower().replace(" ", "-"),
                                 request=request, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _store(request: Request, exc: DBAPIError) -> Response:
+        if not exc.connection_invalidated:
+            return await _unexpected(request, exc)
+        log.warning("store connection lost on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem_response(503, "Service unavailable",
+                                "The connection to the store was lost during this request. Retry shortly.",
+                                slug="store-unavailable", request=request, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
