@@ -257,7 +257,7 @@ _INSERT_TRANSITIONS = CaseTransitionRow.__table__.insert()
 
 
 def insert_case(session: Session, state: CaseState) -> None:
-    session.execute(_INSERT_CASE, [state.values()])
+    session.execute(_INSERT_CASE, state.values())
     state._read = state.values()
 
 
@@ -282,4 +282,5 @@ def insert_report(session: Session, values: dict[str, Any]) -> int:
 
 def insert_transitions(session: Session, records: list[dict[str, Any]]) -> None:
     if records:
-        session.execute(_INSERT_TRANSITIONS, records)
+        # One record as a plain execute: a list takes psycopg's executemany (pipeline) path, dearer for one row.
+        session.execute(_INSERT_TRANSITIONS, records[0] if len(records) == 1 else records)
