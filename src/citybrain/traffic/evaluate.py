@@ -11,11 +11,11 @@ inserted up to the episode end):
 - queue: halting vehicles on the traffic lights' incoming lanes, summed, averaged over decision instants;
 - throughput: vehicles arrived; mean_speed: distance over time of the arrived trips (m/s).
 
-Gridlock: an episode is gridlocked when the network has stopped discharging at its end: at least
-`GridlockRule.min_stuck` vehicles are still in the network, at least `halting_share` of them are halted,
-and fewer than `min_arrivals_per_minute` vehicles per minute arrived during the last `window` seconds.
-(With teleporting off a locked network keeps its vehicles forever; a slow but moving network still
-delivers vehicles every minute.)
+Gridlock: an episode is gridlocked when, at its end, at least `GridlockRule.min_stuck` vehicles (10) in
+the network have stood still without a break for `stuck_after` seconds (300) or more. Signals cycle in one
+to two minutes, so a vehicle standing five minutes is held by something that no longer moves: a spillback
+lock (with teleporting off it never resolves) or a movement the controller starves. Arrivals in the final
+`window` (10 min) are reported next to it, to tell a whole-network lock from a local one.
 
 libsumo runs one simulation per process, so `run_episode` is called in spawned worker processes by
 `run_matrix` (two at a time by default: the benches share two cores).

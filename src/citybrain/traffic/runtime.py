@@ -537,6 +537,18 @@ class Twin:
         """Ask a traffic light for one of its program's green phases (by program index). The twin inserts
         the yellow and holds the current green until min green; an unknown light, a light not under
         external control or a phase that is not green is an InvalidInput, and nothing changes."""
+        signal = self._legal(tls_id, phase)
+        signal.requested = phase
+        self._apply_due(self.time)
+
+    def set_phases(self, decisions: Mapping[str, int]) -> None:
+        """`set_phase` for several lights; all are checked before any is applied."""
+        for tls_id, phase in decisions.items():
+            self._legal(tls_id, phase)
+        for tls_id, phase in decisions.items():
+            self.set_phase(tls_id, phase)
+
+    def _legal(self, tls_id: str, phase: int) -> _Signal:
         where = f"phases.{tls_id}"
         if self.program != "external":
             raise InvalidInput.at(where, f"the twin runs the {self.program} programs; phases are not taken")
@@ -551,28 +563,7 @@ class Twin:
             kind = "not a phase" if not 0 <= phase < len(signal.description.phases) else "not a green phase"
             raise InvalidInput.at(where, f"{phase} is {kind} of {tls_id}; legal green phases: "
                                          f"{', '.join(map(str, greens))}")
-        signal.requested = phase
-        self._apply_due(self.time)
-
-    def set_phases(self, decisions: Mapping[str, int]) -> None:
-        """`set_phase` for several lights; all are checked before any is applied."""
-        for tls_id, phase in decisions.items():
-            self._check(tls_id, phase)
-        for tls_id, phase in decisions.items():
-            self.set_phase(tls_id, phase)
-
-    def _check(self, tls_id: str, phase: int) -> None:
-        signal = self._signals.get(tls_id)
-        if signal is not None and isinstance(phase, int) and not isinstance(phase, bool) \
-                and phase in signal.description.green_phases and self.program == "external":
-            return
-        # reuse set_phase's messages without changing anything: it raises before touching state
-        saved = signal.requested if signal is not None else None
-        try:
-            self.set_phase(tls_id, phase)
-        finally:
-            if signal is not None and saved is not None:
-                signal.requested = saved
+        return signal
 
     @property
     def controlled(self) -> tuple[str, ...]:
