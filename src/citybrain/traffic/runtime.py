@@ -30,7 +30,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Literal
@@ -49,6 +49,10 @@ ACTUATED_PROGRAM_ID = "citybrain-actuated"
 # SUMO's netconvert defaults for actuated phases without their own bounds (--tls.min-dur / --tls.max-dur).
 ACTUATED_MIN_DUR = 5.0
 ACTUATED_MAX_DUR = 50.0
+# How far upstream of a stop line the twin follows the lanes feeding it (`TlsDescription.feeders`): some
+# approaches are a few metres long (ingolstadt: half the incoming lanes are under 30 m), so their queue
+# stands on the lanes before them, which a controller must see to weigh the approach.
+APPROACH_REACH = 200.0
 
 
 class TwinSettings(BaseModel):
@@ -113,6 +117,10 @@ class TlsDescription:
     links: tuple[Movement | None, ...]  # by link index; None where SUMO lists no link
     incoming: tuple[str, ...]
     outgoing: tuple[str, ...]
+    lane_lengths: Mapping[str, float] = field(default_factory=dict)  # incoming, outgoing and feeder lanes, m
+    # per incoming lane: the lanes feeding it within APPROACH_REACH, each with the distance from its end
+    # to this light's stop line; the walk stops at another light's stop line (that queue is the other's)
+    feeders: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
 
     @property
     def green_phases(self) -> tuple[int, ...]:
@@ -128,6 +136,17 @@ class LaneState:
 
 
 @dataclass(frozen=True, slots=True)
+class ApproachState:
+    """The vehicles heading for one incoming lane's stop line: on the lane and on its feeders."""
+
+    halting: int
+    moving: tuple[float, ...]  # distance to the stop line (m) of each vehicle not halting, ascending
+    # vehicles due to depart on the lane's edge or a feeder's that SUMO could not insert yet (they count
+    # in the delay), shared evenly among the lanes of their edge
+    waiting_to_enter: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TlsObservation:
     """One traffic light at one instant. Under external control `phase` is the green shown, or the one
     being switched to while `in_yellow`; `time_in_phase` counts from the start of that green."""
@@ -138,6 +157,7 @@ class TlsObservation:
     in_yellow: bool
     incoming: Mapping[str, LaneState]
     outgoing: Mapping[str, LaneState]
+    approaches: Mapping[str, ApproachState] = field(default_factory=dict)  # by incoming lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +296,9 @@ class Twin:
         self.stats = TwinStats()
         self._signals: dict[str, _Signal] = {}
         self._workdir: Path | None = None
+        self._first_edges: dict[str, str] = {}  # vehicle -> first edge of its route, for pending ones
+        self._lane_edges: dict[str, str] = {}
+        self._edge_lanes: dict[str, int] = {}
 
     # lifecycle ------------------------------------------------------------------------------------------------
 
@@ -310,6 +333,7 @@ class Twin:
             raise self._start_error(message) from None
         try:
             self.tls = {tls_id: self._describe(tls_id) for tls_id in self.sim.trafficlight.getIDList()}
+            self._add_lane_geometry()
             if program == "actuated":
                 for tls_id in self.tls:
                     self.sim.trafficlight.setProgram(tls_id, ACTUATED_PROGRAM_ID)
@@ -400,6 +424,49 @@ class Twin:
         return TlsDescription(tls_id, program_id, tuple(phases), tuple(links),
                               tuple(dict.fromkeys(m.incoming for m in present)),
                               tuple(dict.fromkeys(m.outgoing for m in present)))
+
+    def _add_lane_geometry(self) -> None:
+        """Fill in every light's lane lengths and the feeders of its incoming lanes."""
+        assert self.sim is not None
+        lane, edge, junction = self.sim.lane, self.sim.edge, self.sim.junction
+        stop_lines = {incoming for description in self.tls.values() for incoming in description.incoming}
+        lengths: dict[str, float] = {}
+
+        def length(lane_id: str) -> float:
+            if lane_id not in lengths:
+                lengths[lane_id] = float(lane.getLength(lane_id))
+            return lengths[lane_id]
+
+        def predecessors(lane_id: str) -> list[str]:
+            found = []
+            for upstream_edge in junction.getIncomingEdges(edge.getFromJunction(lane.getEdgeID(lane_id))):
+                if upstream_edge.startswith(":"):
+                    continue
+                for index in range(int(edge.getLaneNumber(upstream_edge))):
+                    candidate = f"{upstream_edge}_{index}"
+                    if any(link[0] == lane_id for link in lane.getLinks(candidate)):
+                        found.append(candidate)
+            return found
+
+        for tls_id, description in self.tls.items():
+            feeders: dict[str, tuple[tuple[str, float], ...]] = {}
+            for incoming in description.incoming:
+                chain: list[tuple[str, float]] = []
+                frontier, seen = [(incoming, length(incoming))], {incoming}
+                while frontier:
+                    current, offset = frontier.pop()
+                    if offset >= APPROACH_REACH:
+                        continue
+                    for upstream in predecessors(current):
+                        if upstream in seen or upstream in stop_lines:
+                            continue
+                        seen.add(upstream)
+                        chain.append((upstream, offset))
+                        frontier.append((upstream, offset + length(upstream)))
+                feeders[incoming] = tuple(chain)
+            lanes = {*description.incoming, *description.outgoing, *(f for c in feeders.values() for f, _ in c)}
+            self.tls[tls_id] = replace(description, lane_lengths={name: length(name) for name in lanes},
+                                       feeders=feeders)
 
     def _take_over(self) -> None:
         assert self.sim is not None
@@ -587,6 +654,7 @@ class Twin:
         wanted = list(tls_ids) if tls_ids is not None else list(self.tls)
         lanes = self.lane_states(lane for t in wanted for lane in (*self.tls[t].incoming, *self.tls[t].outgoing))
         now = self.time
+        approaches = self._approach_states(wanted)
         observations = {}
         for tls_id in wanted:
             description = self.tls[tls_id]
@@ -604,8 +672,74 @@ class Twin:
             observations[tls_id] = TlsObservation(
                 now, phase, lasted, in_yellow,
                 {lane: lanes[lane] for lane in description.incoming},
-                {lane: lanes[lane] for lane in description.outgoing})
+                {lane: lanes[lane] for lane in description.outgoing},
+                {lane: approaches[lane] for lane in description.incoming})
         return observations
+
+    def _approach_states(self, tls_ids: list[str]) -> dict[str, ApproachState]:
+        """Each incoming lane's approach now: halting vehicles on it and its feeders, and the distance
+        to the stop line of every moving one."""
+        assert self.sim is not None
+        lane, vehicle = self.sim.lane, self.sim.vehicle
+        per_lane: dict[str, tuple[int, list[float]]] = {}  # lane -> (halting, distances to its own end)
+        pending = self._pending_by_edge()
+
+        def read(lane_id: str, lane_length: float) -> tuple[int, list[float]]:
+            if lane_id not in per_lane:
+                halting, moving = 0, []
+                for vehicle_id in lane.getLastStepVehicleIDs(lane_id):
+                    if vehicle.getSpeed(vehicle_id) < 0.1:  # SUMO's own halting threshold
+                        halting += 1
+                    else:
+                        moving.append(lane_length - vehicle.getLanePosition(vehicle_id))
+                per_lane[lane_id] = (halting, moving)
+            return per_lane[lane_id]
+
+        states = {}
+        for tls_id in tls_ids:
+            description = self.tls[tls_id]
+            lengths = description.lane_lengths
+            for incoming in description.incoming:
+                if incoming in states:
+                    continue
+                halting, moving = read(incoming, lengths[incoming])
+                distances = list(moving)
+                waiting = self._pending_share(incoming, pending)
+                for feeder, offset in description.feeders.get(incoming, ()):
+                    feeder_halting, feeder_moving = read(feeder, lengths[feeder])
+                    halting += feeder_halting
+                    distances.extend(offset + d for d in feeder_moving)
+                    waiting += self._pending_share(feeder, pending)
+                states[incoming] = ApproachState(halting, tuple(sorted(distances)), waiting)
+        return states
+
+    def _pending_by_edge(self) -> dict[str, int]:
+        """Vehicles waiting to be inserted, by the first edge of their route."""
+        assert self.sim is not None
+        counts: dict[str, int] = {}
+        first_edges = self._first_edges
+        for vehicle_id in self.sim.simulation.getPendingVehicles():
+            first = first_edges.get(vehicle_id)
+            if first is None:
+                try:
+                    route = self.sim.vehicle.getRoute(vehicle_id)
+                except Exception:  # a vehicle SUMO cannot describe yet: it is simply not counted
+                    route = ()
+                first = first_edges[vehicle_id] = route[0] if route else ""
+            counts[first] = counts.get(first, 0) + 1
+        return counts
+
+    def _pending_share(self, lane_id: str, pending: dict[str, int]) -> float:
+        """The lane's share of the vehicles waiting to enter on its edge."""
+        assert self.sim is not None
+        if not pending:
+            return 0.0
+        edge_id = self._lane_edges.get(lane_id)
+        if edge_id is None:
+            edge_id = self._lane_edges[lane_id] = self.sim.lane.getEdgeID(lane_id)
+            self._edge_lanes[edge_id] = int(self.sim.edge.getLaneNumber(edge_id))
+        waiting = pending.get(edge_id, 0)
+        return waiting / self._edge_lanes[edge_id] if waiting else 0.0
 
     def queue(self) -> int:
         """Halting vehicles on the incoming lanes of every traffic light now."""
