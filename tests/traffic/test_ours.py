@@ -1,0 +1,131 @@
+"""Our guarded-pressure controller ("citybrain"): its rules on hand-made observations of one crossing, the
+approach data the twin gives it, and a short episode where it beats fixed time without locking anything.
+The contract test in test_controllers.py runs over it like over every registered controller."""
+
+from __future__ import annotations
+
+import pytest
+
+from citybrain.traffic.controllers import ControlContext, controller, load_controllers
+from citybrain.traffic.controllers.ours import GuardedPressure, GuardedPressureParameters, shipped_parameters
+from citybrain.traffic.evaluate import GridlockRule, run_matrix
+from citybrain.traffic.runtime import (
+    ApproachState,
+    LaneState,
+    Movement,
+    PhaseSpec,
+    TlsDescription,
+    TlsObservation,
+    Twin,
+)
+from citybrain.traffic.scenarios import ScenarioManifest, scenario
+
+NORTH, EAST = "north_0", "east_0"
+SOUTH_OUT, WEST_OUT = "south_out_0", "west_out_0"
+CROSSING = TlsDescription(
+    id="X", program_id="0",
+    phases=(PhaseSpec(0, "Gr", 30, (Movement(NORTH, SOUTH_OUT),)), PhaseSpec(1, "yr", 3, ()),
+            PhaseSpec(2, "rG", 30, (Movement(EAST, WEST_OUT),)), PhaseSpec(3, "ry", 3, ())),
+    links=(Movement(NORTH, SOUTH_OUT), Movement(EAST, WEST_OUT)),
+    incoming=(NORTH, EAST), outgoing=(SOUTH_OUT, WEST_OUT))
+PARAMETERS = GuardedPressureParameters(reach=100, moving_weight=0.5, entry_weight=0.5, downstream_weight=1,
+                                       spillback_occupancy=80, starvation=60, switch_margin=2,
+                                       yellow_cost=0)
+
+
+class Tuned(GuardedPressure):
+    """The controller with parameters fixed for these tests, whatever the shipped ones are."""
+
+    parameters = PARAMETERS
+
+
+def crossing_controller() -> GuardedPressure:
+    return Tuned(ControlContext("crossing", {"X": CROSSING}, 10.0, 3.0, 5.0))
+
+
+def seen(time: float, phase: int, *, queues: dict[str, int], moving: dict[str, tuple[float, ...]] | None = None,
+         jammed: tuple[str, ...] = ()) -> dict[str, TlsObservation]:
+    """One observation of the crossing: halting vehicles per incoming lane, moving ones by distance."""
+    moving = moving or {}
+
+    def lane(halting: int) -> LaneState:
+        return LaneState(halting, halting, min(100.0, halting * 10.0), 0.0 if halting else 13.9)
+
+    outgoing = {name: LaneState(20, 20, 95.0, 0.0) if name in jammed else LaneState(0, 1, 5.0, 13.0)
+                for name in CROSSING.outgoing}
+    return {"X": TlsObservation(
+        time, phase, 10.0, False, {name: lane(queues.get(name, 0)) for name in CROSSING.incoming}, outgoing,
+        {name: ApproachState(queues.get(name, 0), moving.get(name, ())) for name in CROSSING.incoming})}
+
+
+def test_it_is_registered_with_the_shipped_parameters() -> None:
+    assert controller("citybrain") is GuardedPressure and "citybrain" in load_controllers()
+    assert GuardedPressure.manifest.program == "external"
+    assert isinstance(shipped_parameters(), GuardedPressureParameters)
+
+
+def test_the_larger_queue_wins_but_only_by_more_than_the_switch_margin() -> None:
+    control = crossing_controller()
+    assert control.decide(seen(0, 0, queues={NORTH: 3, EAST: 4})) == {"X": 0}  # 4 < 3 + 2: no yellow for that
+    assert control.decide(seen(10, 0, queues={NORTH: 3, EAST: 6})) == {"X": 2}
+
+
+def test_a_switch_pays_for_its_yellow_out_of_the_next_interval() -> None:
+    class CountsYellow(GuardedPressure):
+        parameters = PARAMETERS.model_copy(update={"yellow_cost": 1.0})
+
+    control = CountsYellow(ControlContext("crossing", {"X": CROSSING}, 10.0, 3.0, 5.0))
+    assert control.decide(seen(0, 0, queues={NORTH: 3, EAST: 6})) == {"X": 0}  # 6 × 7/10 < 3 + 2
+    assert control.decide(seen(10, 0, queues={NORTH: 3, EAST: 8})) == {"X": 2}  # 8 × 7/10 ≥ 3 + 2
+
+
+def test_moving_vehicles_within_reach_count_and_those_beyond_do_not() -> None:
+    control = crossing_controller()
+    near = {NORTH: (5.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)}  # 8 × 0.5 = 4 vehicles of demand
+    assert control.decide(seen(0, 2, queues={EAST: 1}, moving=near)) == {"X": 0}
+    far = {NORTH: (150.0, 160.0, 170.0, 180.0, 190.0, 200.0, 210.0, 220.0)}
+    assert control.decide(seen(10, 2, queues={EAST: 1}, moving=far)) == {"X": 2}
+
+
+def test_no_green_goes_to_a_movement_whose_outgoing_lane_is_jammed() -> None:
+    control = crossing_controller()
+    assert control.decide(seen(0, 0, queues={NORTH: 1, EAST: 15}, jammed=(WEST_OUT,))) == {"X": 0}
+    assert control.decide(seen(10, 0, queues={NORTH: 1, EAST: 15})) == {"X": 2}  # jam cleared
+
+
+def test_a_queue_kept_red_past_the_starvation_time_gets_green_whatever_the_pressure() -> None:
+    control = crossing_controller()
+    chosen = []
+    for second in range(0, 120, 10):
+        chosen.append(control.decide(seen(second, 0, queues={NORTH: 30, EAST: 1}))["X"])
+    assert chosen[:6] == [0] * 6  # the single car on the side street waits ...
+    assert chosen[6] == 2  # ... until it has waited 60 s
+
+
+def window(name: str, seconds: float) -> ScenarioManifest:
+    manifest = scenario(name)
+    return manifest.model_copy(update={"end": manifest.begin + seconds})
+
+
+def test_the_twin_shows_each_approach_with_the_lanes_feeding_short_stop_lines() -> None:
+    with Twin().start(window("ingolstadt7", 600), seed=1, program="external") as twin:
+        descriptions = twin.tls.values()
+        assert all(set(d.lane_lengths) >= {*d.incoming, *d.outgoing} for d in descriptions)
+        short = [(d, lane) for d in descriptions for lane in d.incoming if d.lane_lengths[lane] < 30]
+        assert short and any(d.feeders[lane] for d, lane in short)  # a 5 m approach is not the whole queue
+        twin.advance(twin.time + 600)
+        for tls_id, observed in twin.observe().items():
+            for lane, approach in observed.approaches.items():
+                assert approach.halting >= observed.incoming[lane].halting
+                assert list(approach.moving) == sorted(approach.moving) and all(d >= 0 for d in approach.moving)
+                assert approach.waiting_to_enter >= 0
+
+
+@pytest.mark.parametrize("name", ["cologne8"])
+def test_it_beats_fixed_time_on_a_short_episode_without_a_lock(name: str) -> None:
+    manifest = window(name, 1200)
+    fixed, ours = run_matrix([manifest], ["fixed", "citybrain"], [1], workers=2,
+                             rule=GridlockRule(stuck_after=300, min_stuck=1))
+    assert not ours.gridlocked and ours.stuck_at_end == 0
+    assert ours.vehicles == fixed.vehicles == manifest.demand()
+    assert ours.delay < fixed.delay
