@@ -1,4 +1,4 @@
-"""Quick probe (not the final bench): fixed-time, SUMO actuated and MaxPressure on the eight RESCO maps.
+"""Quick probe (not the final bench): fixed time, SUMO actuated, MaxPressure and ours on the RESCO maps.
 
 Prints mean delay per map and controller, the gridlocked seeds and wall seconds per episode, next to the
 delays measured earlier on this machine kind (SOURCES.md, SUMO 1.28, 5 seeds) and RESCO's published ones.
@@ -17,7 +17,7 @@ from collections import defaultdict
 from citybrain.traffic.evaluate import EpisodeResult, run_matrix
 from citybrain.traffic.scenarios import RESCO_MAPS
 
-CONTROLLERS = ("fixed", "actuated", "maxpressure")
+CONTROLLERS = ("fixed", "actuated", "maxpressure", "citybrain")
 # SOURCES.md: "Measured here with SUMO 1.28 via libsumo, 5 seeds" (fixed, maxpressure)
 MEASURED = {"cologne8": (49.1, 24.5), "grid4x4": (91.4, 46.4), "ingolstadt1": (29.7, 14.7),
             "cologne3": (36.1, 144.6), "ingolstadt21": (138.5, 262.6)}
