@@ -53,6 +53,9 @@ ACTUATED_MAX_DUR = 50.0
 # approaches are a few metres long (ingolstadt: half the incoming lanes are under 30 m), so their queue
 # stands on the lanes before them, which a controller must see to weigh the approach.
 APPROACH_REACH = 200.0
+# An outgoing lane shorter than this holds a car or two: whether a green into it can flow depends on the
+# lanes after it (`TlsDescription.beyond`), which observations then include.
+SHORT_EXIT = 20.0
 
 
 class TwinSettings(BaseModel):
@@ -121,6 +124,8 @@ class TlsDescription:
     # per incoming lane: the lanes feeding it within APPROACH_REACH, each with the distance from its end
     # to this light's stop line; the walk stops at another light's stop line (that queue is the other's)
     feeders: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    # per outgoing lane shorter than SHORT_EXIT: the lanes it leads to, where a queue that blocks it stands
+    beyond: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def green_phases(self) -> tuple[int, ...]:
@@ -144,6 +149,9 @@ class ApproachState:
     # vehicles due to depart on the lane's edge or a feeder's that SUMO could not insert yet (they count
     # in the delay), shared evenly among the lanes of their edge
     waiting_to_enter: float = 0.0
+    # the lane the first vehicle at the stop line heads for ("" when the lane is empty): while its movement
+    # is red nothing behind it moves either, whatever else is green for the lane
+    front_heads_for: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +166,7 @@ class TlsObservation:
     incoming: Mapping[str, LaneState]
     outgoing: Mapping[str, LaneState]
     approaches: Mapping[str, ApproachState] = field(default_factory=dict)  # by incoming lane
+    beyond: Mapping[str, LaneState] = field(default_factory=dict)  # the lanes after short outgoing ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,9 +473,15 @@ class Twin:
                         chain.append((upstream, offset))
                         frontier.append((upstream, offset + length(upstream)))
                 feeders[incoming] = tuple(chain)
-            lanes = {*description.incoming, *description.outgoing, *(f for c in feeders.values() for f, _ in c)}
+            beyond = {}
+            for outgoing in description.outgoing:
+                if length(outgoing) < SHORT_EXIT:
+                    beyond[outgoing] = tuple(dict.fromkeys(link[0] for link in lane.getLinks(outgoing)))
+            fed = (feeder for chain in feeders.values() for feeder, _ in chain)
+            after = (name for names in beyond.values() for name in names)
+            lanes = {*description.incoming, *description.outgoing, *fed, *after}
             self.tls[tls_id] = replace(description, lane_lengths={name: length(name) for name in lanes},
-                                       feeders=feeders)
+                                       feeders=feeders, beyond=beyond)
 
     def _take_over(self) -> None:
         assert self.sim is not None
@@ -652,7 +667,8 @@ class Twin:
         """Every (or the given) traffic light's lanes and phase now."""
         assert self.sim is not None
         wanted = list(tls_ids) if tls_ids is not None else list(self.tls)
-        lanes = self.lane_states(lane for t in wanted for lane in (*self.tls[t].incoming, *self.tls[t].outgoing))
+        lanes = self.lane_states(lane for t in wanted for lane in (
+            *self.tls[t].incoming, *self.tls[t].outgoing, *(n for names in self.tls[t].beyond.values() for n in names)))
         now = self.time
         approaches = self._approach_states(wanted)
         observations = {}
@@ -673,7 +689,8 @@ class Twin:
                 now, phase, lasted, in_yellow,
                 {lane: lanes[lane] for lane in description.incoming},
                 {lane: lanes[lane] for lane in description.outgoing},
-                {lane: approaches[lane] for lane in description.incoming})
+                {lane: approaches[lane] for lane in description.incoming},
+                {name: lanes[name] for names in description.beyond.values() for name in names})
         return observations
 
     def _approach_states(self, tls_ids: list[str]) -> dict[str, ApproachState]:
@@ -681,18 +698,20 @@ class Twin:
         to the stop line of every moving one."""
         assert self.sim is not None
         lane, vehicle = self.sim.lane, self.sim.vehicle
-        per_lane: dict[str, tuple[int, list[float]]] = {}  # lane -> (halting, distances to its own end)
+        per_lane: dict[str, tuple[int, list[float], str]] = {}  # lane -> (halting, distances to its end, leader)
         pending = self._pending_by_edge()
 
-        def read(lane_id: str, lane_length: float) -> tuple[int, list[float]]:
+        def read(lane_id: str, lane_length: float) -> tuple[int, list[float], str]:
             if lane_id not in per_lane:
                 halting, moving = 0, []
-                for vehicle_id in lane.getLastStepVehicleIDs(lane_id):
+                on_lane = lane.getLastStepVehicleIDs(lane_id)
+                for vehicle_id in on_lane:
                     if vehicle.getSpeed(vehicle_id) < 0.1:  # SUMO's own halting threshold
                         halting += 1
                     else:
                         moving.append(lane_length - vehicle.getLanePosition(vehicle_id))
-                per_lane[lane_id] = (halting, moving)
+                # SUMO lists a lane's vehicles from its start to its end: the last one leads
+                per_lane[lane_id] = (halting, moving, on_lane[-1] if on_lane else "")
             return per_lane[lane_id]
 
         states = {}
@@ -702,15 +721,19 @@ class Twin:
             for incoming in description.incoming:
                 if incoming in states:
                     continue
-                halting, moving = read(incoming, lengths[incoming])
+                halting, moving, leader = read(incoming, lengths[incoming])
                 distances = list(moving)
                 waiting = self._pending_share(incoming, pending)
                 for feeder, offset in description.feeders.get(incoming, ()):
-                    feeder_halting, feeder_moving = read(feeder, lengths[feeder])
+                    feeder_halting, feeder_moving, _ = read(feeder, lengths[feeder])
                     halting += feeder_halting
                     distances.extend(offset + d for d in feeder_moving)
                     waiting += self._pending_share(feeder, pending)
-                states[incoming] = ApproachState(halting, tuple(sorted(distances)), waiting)
+                heads_for = ""
+                if leader:
+                    upcoming = vehicle.getNextLinks(leader)
+                    heads_for = upcoming[0][0] if upcoming else ""
+                states[incoming] = ApproachState(halting, tuple(sorted(distances)), waiting, heads_for)
         return states
 
     def _pending_by_edge(self) -> dict[str, int]:
