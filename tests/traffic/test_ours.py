@@ -43,7 +43,8 @@ def crossing_controller() -> GuardedPressure:
     return Tuned(ControlContext("crossing", {"X": CROSSING}, 10.0, 3.0, 5.0))
 
 
-def seen(time: float, phase: int, *, queues: dict[str, int], moving: dict[str, tuple[float, ...]] | None = None,
+def seen(time: float, phase: int, *, queues: dict[str, int],
+         moving: dict[str, tuple[float, ...]] | None = None,
          jammed: tuple[str, ...] = ()) -> dict[str, TlsObservation]:
     """One observation of the crossing: halting vehicles per incoming lane, moving ones by distance."""
     moving = moving or {}
@@ -87,6 +88,29 @@ def test_moving_vehicles_within_reach_count_and_those_beyond_do_not() -> None:
     assert control.decide(seen(10, 2, queues={EAST: 1}, moving=far)) == {"X": 2}
 
 
+def test_a_phase_that_keeps_the_first_vehicle_red_moves_nothing_on_its_lane() -> None:
+    left, straight = Movement(NORTH, WEST_OUT), Movement(NORTH, SOUTH_OUT)
+    shared = TlsDescription(
+        id="X", program_id="0",
+        phases=(PhaseSpec(0, "Gr", 30, (straight,)), PhaseSpec(1, "yr", 3, ()), PhaseSpec(2, "rG", 30, (left,)),
+                PhaseSpec(3, "ry", 3, ())),
+        links=(straight, left), incoming=(NORTH,), outgoing=(SOUTH_OUT, WEST_OUT))
+
+    class MindsTheFront(GuardedPressure):
+        parameters = PARAMETERS.model_copy(update={"head_of_line": 0.0})
+
+    control = MindsTheFront(ControlContext("shared", {"X": shared}, 10.0, 3.0, 5.0))
+    lane = LaneState(5, 5, 40.0, 0.0)
+    outgoing = {name: LaneState(0, 0, 0.0, 13.9) for name in shared.outgoing}
+
+    def front_heads_for(target: str) -> dict[str, TlsObservation]:
+        return {"X": TlsObservation(0, 0, 10.0, False, {NORTH: lane}, outgoing,
+                                    {NORTH: ApproachState(5, (), 0.0, target)})}
+
+    assert control.decide(front_heads_for(WEST_OUT)) == {"X": 2}  # the straight green would move nothing
+    assert control.decide(front_heads_for(SOUTH_OUT)) == {"X": 0}
+
+
 def test_no_green_goes_to_a_movement_whose_outgoing_lane_is_jammed() -> None:
     control = crossing_controller()
     assert control.decide(seen(0, 0, queues={NORTH: 1, EAST: 15}, jammed=(WEST_OUT,))) == {"X": 0}
@@ -117,8 +141,12 @@ def test_the_twin_shows_each_approach_with_the_lanes_feeding_short_stop_lines() 
         for tls_id, observed in twin.observe().items():
             for lane, approach in observed.approaches.items():
                 assert approach.halting >= observed.incoming[lane].halting
-                assert list(approach.moving) == sorted(approach.moving) and all(d >= 0 for d in approach.moving)
+                assert list(approach.moving) == sorted(approach.moving)
+                assert all(distance >= 0 for distance in approach.moving)
                 assert approach.waiting_to_enter >= 0
+                movements = {m.outgoing for m in twin.tls[tls_id].links if m and m.incoming == lane}
+                assert approach.front_heads_for in movements | {""}
+                assert bool(approach.front_heads_for) == bool(observed.incoming[lane].vehicles)
 
 
 @pytest.mark.parametrize("name", ["cologne8"])

@@ -11,12 +11,15 @@ Every decision, each light scores its green phases and shows the best one:
   mean halting vehicles on the lanes those movements lead to. A lane counts once per phase however many
   of its movements the phase serves (it discharges one vehicle at a time).
 - Spillback guard: a movement whose outgoing lane is jammed (occupancy at or above `spillback_occupancy`
-  percent and nearly standing) carries nothing, so no green is spent on it and no vehicle is sent into a
+  percent, or no room left for one more car, and nearly standing; for an outgoing lane of a car's length
+  or two, also when every lane after it is jammed) carries nothing, so no green is spent on it and no vehicle is sent into a
   junction it cannot leave.
 - Starvation guard: an incoming lane with halting vehicles that has had no green for `starvation` seconds
   takes priority: the phase serving the longest-starved lanes wins, whatever the pressure. Plain
   MaxPressure keeps a busy main road green and leaves side streets standing for many minutes
   (ingolstadt7/21), which the evaluation's gridlock rule rightly counts as a lock.
+- Head of line: where the first vehicle at a stop line heads for a movement a phase leaves red, nothing
+  behind it moves either; the lane's demand in that phase counts only `head_of_line` of itself.
 - Switching costs a yellow: of the next interval only (interval - yellow) seconds are green, so another
   phase's pressure counts with the factor 1 - `yellow_cost` * yellow / interval (taken from the scenario's
   own settings), and it must still beat the current phase by `switch_margin` vehicles.
@@ -37,13 +40,19 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from citybrain.traffic.controllers.base import ControlContext, ControllerManifest, SignalController, controllers
+from citybrain.traffic.controllers.base import (
+    ControlContext,
+    ControllerManifest,
+    SignalController,
+    controllers,
+)
 from citybrain.traffic.runtime import LaneState, TlsObservation
 
 PARAMETERS_FILE = "guarded_pressure.json"
 # An outgoing lane that full and moving slower than this (m/s) is jammed; a full lane that flows is fine.
 # (SUMO's occupancy counts vehicle lengths only: a standing queue of 5 m cars with 2.5 m gaps shows ~67 %.)
 JAMMED_SPEED = 1.0
+CAR_SPACE = 7.5  # metres a standing passenger car takes with its gap (SUMO's default 5 m + 2.5 m)
 
 
 class GuardedPressureParameters(BaseModel):
@@ -55,10 +64,11 @@ class GuardedPressureParameters(BaseModel):
     moving_weight: float = Field(0.5, ge=0, description="Weight of a moving vehicle within reach")
     entry_weight: float = Field(0.0, ge=0, description="Weight of a vehicle waiting to enter the network")
     downstream_weight: float = Field(1.0, ge=0, description="Weight of the halting vehicles downstream")
-    spillback_occupancy: float = Field(55.0, gt=0, le=100, description="Outgoing lane occupancy (%) that jams")
-    starvation: float = Field(90.0, gt=0, description="Seconds without green after which a queue has priority")
+    spillback_occupancy: float = Field(55.0, gt=0, le=100, description="Outgoing occupancy (%) that jams")
+    starvation: float = Field(90.0, gt=0, description="Seconds red after which a queue has priority")
     switch_margin: float = Field(2.0, ge=0, description="Vehicles by which a phase must beat the current one")
-    yellow_cost: float = Field(1.0, ge=0, le=2, description="Weight of the green lost to a yellow when switching")
+    yellow_cost: float = Field(1.0, ge=0, le=2, description="Weight of the green a switch loses to yellow")
+    head_of_line: float = Field(1.0, ge=0, le=1, description="Demand kept when the first vehicle's move is red")
 
 
 @cache
@@ -96,18 +106,25 @@ class GuardedPressure(SignalController):
         super().__init__(context)
         self.settings = self.parameters or shipped_parameters()
         self._served: dict[str, dict[int, tuple[_ServedLane, ...]]] = {}
+        # incoming lane -> the lanes its links lead to: a first vehicle heading elsewhere (it has to change
+        # lanes first) says nothing about which phase lets the lane move
+        self._reachable: dict[str, set[str]] = {}
         for tls_id, description in context.tls.items():
             by_phase = {}
             for index in description.green_phases:
                 outs: dict[str, list[str]] = {}
                 for movement in description.phases[index].movements:
                     outs.setdefault(movement.incoming, []).append(movement.outgoing)
-                by_phase[index] = tuple(_ServedLane(lane, tuple(dict.fromkeys(o))) for lane, o in outs.items())
+                by_phase[index] = tuple(_ServedLane(lane, tuple(dict.fromkeys(out)))
+                                        for lane, out in outs.items())
             self._served[tls_id] = by_phase
+            for movement in (m for m in description.links if m is not None):
+                self._reachable.setdefault(movement.incoming, set()).add(movement.outgoing)
         # per light: incoming lane -> since when it has had a queue and no green (seen at decisions)
         self._red_queue_since: dict[str, dict[str, float]] = {tls_id: {} for tls_id in context.tls}
         interval = context.decision_interval or 1.0
-        self._switch_factor = max(0.0, 1.0 - self.settings.yellow_cost * min(context.yellow, interval) / interval)
+        lost = min(context.yellow, interval) / interval
+        self._switch_factor = max(0.0, 1.0 - self.settings.yellow_cost * lost)
 
     def decide(self, observations: Mapping[str, TlsObservation]) -> dict[str, int]:
         decisions = {}
@@ -129,10 +146,20 @@ class GuardedPressure(SignalController):
                 red_queue_since.setdefault(lane_id, now)
         outgoing = seen.outgoing
 
-        def jammed(lane: LaneState) -> bool:
-            return lane.occupancy >= settings.spillback_occupancy and lane.mean_speed < JAMMED_SPEED
+        lengths = self.context.tls[tls_id].lane_lengths
 
-        blocked = {lane_id for lane_id, lane in outgoing.items() if jammed(lane)}
+        def jammed(lane_id: str, lane: LaneState) -> bool:
+            if lane.mean_speed >= JAMMED_SPEED:
+                return False
+            # on a short lane one standing car is a jam whatever its occupancy share
+            no_room = (lane.vehicles + 1) * CAR_SPACE > lengths.get(lane_id, float("inf"))
+            return no_room or lane.occupancy >= settings.spillback_occupancy
+
+        blocked = {lane_id for lane_id, lane in outgoing.items() if jammed(lane_id, lane)}
+        # a lane of a car's length or two is blocked too when every lane after it is jammed
+        for lane_id, after in self.context.tls[tls_id].beyond.items():
+            if after and all(name in seen.beyond and jammed(name, seen.beyond[name]) for name in after):
+                blocked.add(lane_id)
         pressures: dict[int, float] = {}
         starved: dict[int, float] = {}
         for index, served_lanes in phases.items():
@@ -142,6 +169,7 @@ class GuardedPressure(SignalController):
                 if not open_outs:
                     continue
                 approach = seen.approaches.get(served.incoming)
+                front_waits = False
                 if approach is None:  # a twin without approach data: the lane alone
                     lane = seen.incoming[served.incoming]
                     halting, moving, entering = lane.halting, lane.vehicles - lane.halting, 0.0
@@ -149,7 +177,12 @@ class GuardedPressure(SignalController):
                     halting = approach.halting
                     moving = bisect_right(approach.moving, settings.reach)  # distances ascend
                     entering = approach.waiting_to_enter
+                    heads_for = approach.front_heads_for
+                    front_waits = settings.head_of_line < 1 and heads_for not in served.outgoing \
+                        and heads_for in self._reachable.get(served.incoming, ())
                 demand = halting + settings.moving_weight * moving + settings.entry_weight * entering
+                if front_waits:
+                    demand *= settings.head_of_line
                 downstream = sum(outgoing[o].halting for o in open_outs) / len(open_outs)
                 pressure += demand - settings.downstream_weight * downstream
                 waited = now - red_queue_since.get(served.incoming, now)
