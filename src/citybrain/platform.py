@@ -19,7 +19,6 @@ from citybrain.core.events import EntityTypesChanged, OrgTreeChanged
 from citybrain.db.migrate import upgrade
 from citybrain.db.point_reads import PointReader, point_reader_for
 from citybrain.db.session import (
-    STORE_CONCURRENCY,
     SqliteMaintenance,
     WriterQueue,
     create_db_engine,
@@ -49,7 +48,7 @@ class Platform:
     def __init__(self, settings: Settings, *, clock: Clock | None = None, bus: Bus | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.engine = create_db_engine(settings.database_url)
+        self.engine = create_db_engine(settings.database_url, pool_size=settings.store_concurrency)
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy import event
 
@@ -168,8 +167,8 @@ class Platform:
             self._maintenance.committed()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run blocking store work off the event loop, at most STORE_CONCURRENCY at once (one pooled
+        """Run blocking store work off the event loop, at most settings.store_concurrency at once (one pooled
         connection each)."""
         if self._store_slots is None:  # made on first use: a CapacityLimiter belongs to a running loop
-            self._store_slots = anyio.CapacityLimiter(STORE_CONCURRENCY)
+            self._store_slots = anyio.CapacityLimiter(self.settings.store_concurrency)
         return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._store_slots)

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     district: str = Field("310115", description="Division code of the demo district loaded by `up`.")
     max_batch_entities: int = Field(1000, description="Largest entity batch one request may carry.")
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest request body accepted.")
+    store_concurrency: int = Field(8, ge=1, le=256, description=(
+        "Store transactions one server process runs at once, and so its pooled connections. About four "
+        "per core: more only makes threads and database backends take turns."))
     page_limit_max: int = 1000
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8

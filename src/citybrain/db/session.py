@@ -18,10 +18,12 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
-# Store work a process runs at once (Platform.run admits no more), and so the connections it keeps. An
-# overflow connection is closed when it is returned, and on PostgreSQL each new one is a forked backend:
-# with 16 clients and a pool of 10 the churn cost more than the writes it served.
-STORE_CONCURRENCY = 16
+# Store work a process runs at once (Platform.run admits no more), and so the connections it keeps
+# (settings.store_concurrency). An overflow connection is closed when it is returned, and on PostgreSQL each
+# new one is a forked backend: with 16 clients and a pool of 10 the churn cost more than the writes it
+# served. On two cores 8 beat 16: case transitions on PostgreSQL went ~450 → ~590/s, since sixteen
+# transactions at once only made sixteen backends and threads take turns on the same cores.
+STORE_CONCURRENCY = 8
 WAL_AUTOCHECKPOINT_PAGES = 65_536  # 256 MB of 4 KB pages
 # The WAL file is cut back to this when the log restarts after a checkpoint. It must stay below
 # SqliteMaintenance's threshold: the file's length is how the maintenance thread tells a full log from one
@@ -33,8 +35,9 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
-    """An engine tuned per backend: WAL + NORMAL sync for SQLite, a modest pool for PostgreSQL."""
+def create_db_engine(url: str, *, pool_size: int = STORE_CONCURRENCY, **kwargs: Any) -> sa.Engine:
+    """An engine tuned per backend: WAL + NORMAL sync for SQLite, a modest pool for PostgreSQL; `pool_size`
+    connections and no overflow (see STORE_CONCURRENCY)."""
     url_obj = sa.make_url(url)
     if url_obj.get_backend_name() == "sqlite":
         if url_obj.database and url_obj.database != ":memory:":
@@ -44,7 +47,7 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=STORE_CONCURRENCY,
+            pool_size=pool_size,
             max_overflow=0,
             **kwargs,
         )
@@ -71,7 +74,7 @@ def create_db_engine(url: str, **kwargs: Any) -> sa.Engine:
         url,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        pool_size=STORE_CONCURRENCY,
+        pool_size=pool_size,
         max_overflow=0,
         # No pre-ping: it cost a round trip per transaction (~15 % of a case transition). A connection lost
         # to a database restart fails its one request with a 503 (api.problems); SQLAlchemy then drops
