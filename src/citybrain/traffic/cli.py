@@ -46,3 +46,184 @@ def import_cityflow(
     console.print(table)
     console.print(f"wrote {scenario.config}, {scenario.net.name}, {scenario.routes.name} and "
                   f"{scenario.manifest.name}", highlight=False)
+
+
+DEFAULT_CITYFLOW = Path("../shared/data/traffic/hangzhou_4x4")
+
+
+def _cityflow_scenario(directory: Path, home: Path) -> Path:
+    """Convert the CityFlow data set in `directory` (a roadnet_*.json and a flow file) into a SUMO scenario
+    under {home}/traffic/scenarios/NAME and return that folder."""
+    from citybrain.core.errors import CityBrainError
+    from citybrain.traffic.cityflow import convert_cityflow
+
+    roadnets = sorted(directory.glob("roadnet*.json"))
+    flows = sorted(p for p in directory.glob("*.json") if p not in roadnets)
+    if len(roadnets) != 1 or len(flows) != 1:
+        fail(f"{directory}: expected one roadnet*.json and one flow file, found {len(roadnets)} and {len(flows)}")
+    folder = settings_from(home=home).home / "traffic" / "scenarios" / directory.resolve().name
+    try:
+        convert_cityflow(roadnets[0], flows[0], folder, directory.resolve().name)
+    except CityBrainError as exc:
+        fail(exc.detail)
+    return folder
+
+
+@traffic_app.command("scenarios")
+def list_scenarios() -> None:
+    """The registered scenarios: their source, time window, decision interval, yellow and demand."""
+    from citybrain.traffic.scenarios import scenario, scenarios
+
+    table = Table(show_edge=False)
+    for column in ("scenario", "window (s)", "decide every (s)", "yellow (s)", "vehicles", "source"):
+        table.add_column(column)
+    for name in scenarios:
+        manifest = scenario(name)
+        table.add_row(name, f"{manifest.begin:g}–{manifest.end:g}", f"{manifest.decision_interval:g}",
+                      f"{manifest.yellow:g}", f"{manifest.demand():,}", manifest.source[:60])
+    console.print(table)
+
+
+@traffic_app.command("bench")
+def bench(
+    all_maps: Annotated[bool, typer.Option(
+        "--all", help="The eight RESCO maps and Hangzhou 4x4 (the default when no --map is given).")] = False,
+    maps: Annotated[list[str] | None, typer.Option(
+        "--map", "-m", help="A scenario to run (repeat). 'hangzhou_4x4' is converted from --cityflow.")] = None,
+    controllers: Annotated[list[str] | None, typer.Option(
+        "--controller", "-c", help="A controller slug (repeat). Default: every registered controller.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=50, help="Seeds per (map, controller): 1..N.")] = 3,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Episodes run at once, one process each.")] = 2,
+    duration: Annotated[float | None, typer.Option(
+        min=1, help="Cut every episode to its first SECONDS (a smoke run of the machinery; the figures are "
+                    "then not comparable with RESCO's).")] = None,
+    ours: Annotated[str, typer.Option(help="The controller compared with the published figures.")] = "",
+    cityflow: Annotated[Path, typer.Option(
+        help="Folder of the Hangzhou 4x4 CityFlow data set (roadnet and flow JSON).")] = DEFAULT_CITYFLOW,
+    out: Annotated[Path | None, typer.Option(
+        help="Where traffic.json and traffic.png go. Default: bench/results when run from the repository, "
+             "else {home}/traffic/bench.")] = None,
+    benchmarks: Annotated[Path | None, typer.Option(
+        help="Markdown file the run's section is appended to. Default: BENCHMARKS.md when run from the "
+             "repository.")] = None,
+    record: Annotated[bool, typer.Option(help="Write the JSON, the chart and the Markdown section.")] = True,
+    home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Run every controller on every scenario with the RESCO settings (1-hour episodes, 10 s decisions, 3 s
+    yellow; arterial4x4 5 s / 2 s; no teleporting) over several seeds, and print average delay (timeLoss +
+    departDelay, counting vehicles never inserted), trip time, waiting time, queue, throughput and mean
+    speed, next to the best published RESCO delay and the change against fixed-time in the same run."""
+    import shlex
+    import sys
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from citybrain.core.errors import CityBrainError
+    from citybrain.traffic import benchmark
+    from citybrain.traffic.controllers import controller, load_controllers
+    from citybrain.traffic.scenarios import RESCO_MAPS, register_folder, resolve
+
+    chosen_maps = list(maps or [])
+    if all_maps or not chosen_maps:
+        chosen_maps = [*RESCO_MAPS, "hangzhou_4x4", *(m for m in chosen_maps if m not in RESCO_MAPS)]
+    if "hangzhou_4x4" in chosen_maps:
+        if not cityflow.is_dir():
+            fail(f"hangzhou_4x4 needs the CityFlow data set: no folder {cityflow} (give --cityflow DIR)")
+        register_folder(_cityflow_scenario(cityflow, home), "hangzhou_4x4", replace=True)
+    registry = load_controllers()
+    chosen_controllers = list(controllers or registry)
+    if benchmark.BASELINE not in chosen_controllers:
+        chosen_controllers.insert(0, benchmark.BASELINE)  # every change is measured against it in this run
+    ours = ours or benchmark.default_ours(chosen_controllers)
+    try:  # unknown names are one line before any worker starts
+        for name in chosen_maps:
+            resolve(name)
+        for slug in chosen_controllers:
+            controller(slug)
+    except CityBrainError as exc:
+        fail(exc.detail)
+    seed_list = list(range(1, seeds + 1))
+    total = len(chosen_maps) * len(chosen_controllers) * len(seed_list)
+    started = datetime.now(UTC)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("episodes", total=total)
+
+            def advance(result: benchmark.EpisodeResult) -> None:
+                flag = " [red]gridlock[/red]" if result.gridlocked else ""
+                progress.console.print(f"{result.scenario:<13} {result.controller:<12} seed {result.seed}: "
+                                       f"delay {result.delay:8.1f} s{flag}", highlight=False)
+                progress.advance(task)
+
+            results = benchmark.run(chosen_maps, chosen_controllers, seed_list, workers=workers,
+                                    duration=duration, progress=advance)
+    except CityBrainError as exc:
+        fail(exc.detail)
+    wall = (datetime.now(UTC) - started).total_seconds()
+    maps_summary = benchmark.summarise(results)
+    lines = benchmark.markdown(maps_summary, chosen_controllers, ours=ours)
+    _print_tables(maps_summary, chosen_controllers, ours)
+    console.print(f"{len(results)} episodes in {wall:.0f} s with {workers} workers"
+                  + (f"; episodes cut to {duration:g} s (smoke run)" if duration else ""))
+    if not record:
+        return
+    in_repo = Path("BENCHMARKS.md").is_file() and Path("bench").is_dir()
+    target = out or (Path("bench/results") if in_repo else settings_from(home=home).home / "traffic" / "bench")
+    figures = benchmark.results_json(maps_summary, ours=ours, extra={
+        "seeds": seeds, "episodes": len(results), "bench_wall_s": round(wall, 1),
+        "episode_duration_s": duration, "date": started.date().isoformat()})
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "traffic.json").write_text(__import__("json").dumps(figures, indent=2) + "\n", encoding="utf-8")
+    chart = benchmark.chart(maps_summary, chosen_controllers, target / "traffic.png",
+                            title=f"Average delay per vehicle, {seeds} seed(s) per map"
+                                  + (f", episodes cut to {duration:g} s" if duration else ""))
+    markdown_file = benchmarks or (Path("BENCHMARKS.md") if in_repo else None)
+    if markdown_file is not None:
+        command = "citybrain traffic bench " + shlex.join(sys.argv[3:] if sys.argv[1:3] == ["traffic", "bench"]
+                                                          else sys.argv[1:])
+        section = [f"\n## traffic — {started:%Y-%m-%d %H:%M} UTC\n", f"- command: `{command.strip()}`",
+                   f"- machine: {benchmark.machine()}",
+                   f"- {len(results)} episodes ({len(chosen_maps)} maps × {len(chosen_controllers)} controllers × "
+                   f"{seeds} seeds) in {wall:.0f} s with {workers} workers; chart: `{chart}`", "", *lines, ""]
+        with markdown_file.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(section) + "\n")
+    console.print(f"wrote {target / 'traffic.json'}, {chart}" + (f" and {markdown_file}" if markdown_file else ""))
+
+
+def _print_tables(maps_summary: list, controllers: list[str], ours: str) -> None:
+    table = Table(title="average delay per vehicle (s), mean ± sd over seeds", show_edge=False)
+    table.add_column("map")
+    for slug in controllers:
+        table.add_column(slug, justify="right")
+    table.add_column(f"{ours} vs fixed", justify="right")
+    table.add_column("best published", justify="right")
+    for summary in maps_summary:
+        cells = []
+        for slug in controllers:
+            cs = summary.controllers.get(slug)
+            text = "–" if cs is None else f"{cs.delay:,.1f} ± {cs.delay_stdev:,.1f}"
+            if cs is not None and cs.gridlocked_seeds:
+                text += f" [red]⛔{len(cs.gridlocked_seeds)}[/red]"
+            cells.append(text)
+        mine = summary.controllers.get(ours)
+        change = f"{mine.vs_baseline:+.0%}" if mine and mine.vs_baseline is not None else "–"
+        best = summary.best_published
+        verdict = summary.beats_published(ours)
+        best_text = "–" if best is None else f"{best[1]:g} {best[0]}" + (
+            "" if verdict is None else " [green]✓[/green]" if verdict else " [red]✗[/red]")
+        table.add_row(summary.scenario, *cells, change, best_text)
+    console.print(table)
+    details = Table(title="other metrics (means over seeds)", show_edge=False)
+    for column in ("map", "controller", "trip time (s)", "waiting (s)", "queue (veh)", "arrived",
+                   "speed (m/s)", "wall s/episode"):
+        details.add_column(column, justify="left" if column in ("map", "controller") else "right")
+    for summary in maps_summary:
+        for slug in controllers:
+            cs = summary.controllers.get(slug)
+            if cs is not None:
+                details.add_row(summary.scenario, slug, f"{cs.trip_time:,.1f}", f"{cs.waiting_time:,.1f}",
+                                f"{cs.queue:,.1f}", f"{cs.throughput:,.0f}", f"{cs.mean_speed:.2f}",
+                                f"{cs.wall_seconds:.1f}")
+    console.print(details)

@@ -194,22 +194,34 @@ def run_in_worker(scenario: ScenarioSpec, controller_spec: ControllerSpec, seed:
 
 def run_matrix(scenarios: Iterable[ScenarioSpec], controllers: Iterable[ControllerSpec], seeds: Iterable[int],
                *, workers: int = 2, settings: TwinSettings | None = None, rule: GridlockRule | None = None,
+               duration: float | None = None,
                progress: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
     """Every (scenario, controller, seed) episode, `workers` at a time in spawned processes; results in
-    the order of the arguments. The first domain error (e.g. a controller choosing an illegal phase)
-    stops the matrix and is raised here."""
+    the order of the arguments. `duration` cuts every episode to its scenario's first `duration` seconds
+    (a smoke run). The first domain error (e.g. a controller choosing an illegal phase) stops the matrix
+    and is raised here."""
     manifests = [resolve(s) for s in scenarios]  # unknown names fail here, before any process starts
     specs = list(controllers)
     for spec in specs:
         _controller_class(spec)
+    if duration is not None and duration <= 0:
+        raise InvalidInput.at("duration", "must be a positive number of seconds")
     jobs = [(m, c, int(s)) for m in manifests for c in specs for s in seeds]
     if not jobs:
         return []
+
+    def settings_for(manifest: ScenarioManifest) -> TwinSettings | None:
+        if duration is None:
+            return settings
+        base = settings or TwinSettings()
+        begin = manifest.begin if base.begin is None else base.begin
+        return base.model_copy(update={"end": begin + duration})
+
     results: dict[int, EpisodeResult] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
         futures: dict[Future[tuple[str, object]], int] = {
-            pool.submit(_episode_job, m, c, s, settings, rule): i for i, (m, c, s) in enumerate(jobs)}
+            pool.submit(_episode_job, m, c, s, settings_for(m), rule): i for i, (m, c, s) in enumerate(jobs)}
         try:
             for future in as_completed(futures):
                 status, payload = future.result()
