@@ -123,6 +123,7 @@ class TlsDescription:
     lane_lengths: Mapping[str, float] = field(default_factory=dict)  # incoming, outgoing and feeder lanes, m
     # per incoming lane: the lanes feeding it within APPROACH_REACH, each with the distance from its end
     # to this light's stop line; the walk stops at another light's stop line (that queue is the other's)
+    # except where the lane is shorter than SHORT_EXIT (two lights that close work as one crossing)
     feeders: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     # per outgoing lane shorter than SHORT_EXIT: the lanes it leads to, where a queue that blocks it stands
     beyond: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -467,7 +468,9 @@ class Twin:
                     if offset >= APPROACH_REACH:
                         continue
                     for upstream in predecessors(current):
-                        if upstream in seen or upstream in stop_lines:
+                        # another light's queue is that light's, unless it feeds a link of a car's length
+                        # or two: then the two lights work as one crossing and this one must see it
+                        if upstream in seen or (upstream in stop_lines and length(current) >= SHORT_EXIT):
                             continue
                         seen.add(upstream)
                         chain.append((upstream, offset))
@@ -780,6 +783,69 @@ class Twin:
         waits = [float(vehicle.getWaitingTime(v)) for v in ids]
         return NetworkState(len(ids), sum(1 for v in ids if vehicle.getSpeed(v) < 0.1),
                             sum(1 for w in waits if w >= stuck_after), max(waits, default=0.0))
+
+
+    # forking and the live twin's sensors ---------------------------------------------------------------------
+
+    def save_state(self, path: Path | str) -> dict[str, int]:
+        """Save the simulation (vehicles, their routes and positions) to `path` and return the green each
+        externally driven light shows, which `load_state` restores (SUMO's state file does not know the
+        twin's own control)."""
+        assert self.sim is not None
+        self.sim.simulation.saveState(str(path))
+        return {tls_id: s.requested if s.yellow_until is not None else s.green for tls_id, s in self._signals.items()}
+
+    def load_state(self, path: Path | str, greens: Mapping[str, int] | None = None) -> None:
+        """Continue from a state saved by `save_state` (possibly by another process running the same
+        scenario): the time jumps to the saved one and each light shows its saved green from now on."""
+        assert self.sim is not None
+        self.sim.simulation.loadState(str(path))
+        now = self.time
+        for tls_id, signal in self._signals.items():
+            green = (greens or {}).get(tls_id, signal.green)
+            if green not in signal.description.green_phases:
+                green = signal.green
+            signal.green = signal.requested = green
+            signal.green_since, signal.yellow_until, signal.held = now, None, False
+            self.sim.trafficlight.setRedYellowGreenState(tls_id, signal.description.phases[green].state)
+
+    def counters(self) -> tuple[int, int, int]:
+        """(vehicles inserted so far, vehicles in the network now, vehicles waiting to be inserted now)."""
+        assert self.sim is not None
+        get = self.sim.simulation.getParameter
+        return (int(get("", "stats.vehicles.inserted")), int(get("", "stats.vehicles.running")),
+                int(get("", "stats.vehicles.waiting")))
+
+    def lane_places(self, lanes: Iterable[str]) -> dict[str, tuple[str, float, tuple[float, float]]]:
+        """Per lane: its edge, its speed limit (m/s) and the middle of its shape (network x, y)."""
+        assert self.sim is not None
+        lane = self.sim.lane
+        places = {}
+        for lane_id in dict.fromkeys(lanes):
+            shape = lane.getShape(lane_id)
+            middle = shape[len(shape) // 2] if len(shape) > 2 else (
+                (shape[0][0] + shape[-1][0]) / 2, (shape[0][1] + shape[-1][1]) / 2)
+            places[lane_id] = (str(lane.getEdgeID(lane_id)), float(lane.getMaxSpeed(lane_id)),
+                               (float(middle[0]), float(middle[1])))
+        return places
+
+    def to_lon_lat(self, x: float, y: float) -> tuple[float, float] | None:
+        """WGS84 of a network position when the network is georeferenced, else None."""
+        assert self.sim is not None and self.scenario is not None
+        if not _georeferenced(self.scenario.net_file):
+            return None
+        lon, lat = self.sim.simulation.convertGeo(x, y)
+        return float(lon), float(lat)
+
+
+def _georeferenced(net_file: Path) -> bool:
+    """Whether the network's <location> names a projection (projParameter "!" means none)."""
+    for _, element in ET.iterparse(net_file, events=("start",)):
+        if element.tag == "location":
+            return element.get("projParameter", "!") not in ("!", "")
+        if element.tag in ("edge", "junction"):
+            break
+    return False
 
 
 def read_tripinfo(path: Path, end: float) -> list[TripRecord]:
