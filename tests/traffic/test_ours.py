@@ -117,6 +117,37 @@ def test_no_green_goes_to_a_movement_whose_outgoing_lane_is_jammed() -> None:
     assert control.decide(seen(10, 0, queues={NORTH: 1, EAST: 15})) == {"X": 2}  # jam cleared
 
 
+def test_no_green_sends_cars_into_a_short_link_while_the_light_at_its_end_is_red() -> None:
+    link, side, beyond = "link_0", "side_0", "beyond_0"  # link: 12 m from light X to light Y
+    to_link, to_west = Movement(NORTH, link), Movement(EAST, WEST_OUT)
+    x = TlsDescription(
+        id="X", program_id="0",
+        phases=(PhaseSpec(0, "Gr", 30, (to_link,)), PhaseSpec(1, "yr", 3, ()), PhaseSpec(2, "rG", 30, (to_west,)),
+                PhaseSpec(3, "ry", 3, ())),
+        links=(to_link, to_west), incoming=(NORTH, EAST), outgoing=(link, WEST_OUT),
+        lane_lengths={NORTH: 100.0, EAST: 100.0, link: 12.0, WEST_OUT: 100.0})
+    out_of_link, out_of_side = Movement(link, beyond), Movement(side, beyond)
+    y = TlsDescription(
+        id="Y", program_id="0",
+        phases=(PhaseSpec(0, "Gr", 30, (out_of_link,)), PhaseSpec(1, "yr", 3, ()),
+                PhaseSpec(2, "rG", 30, (out_of_side,)), PhaseSpec(3, "ry", 3, ())),
+        links=(out_of_link, out_of_side), incoming=(link, side), outgoing=(beyond,),
+        lane_lengths={link: 12.0, side: 100.0, beyond: 100.0})
+    control = Tuned(ControlContext("pair", {"X": x, "Y": y}, 10.0, 3.0, 5.0))
+    empty = LaneState(0, 0, 0.0, 13.9)
+
+    def both(y_phase: int) -> dict[str, TlsObservation]:
+        x_seen = TlsObservation(0, 2, 10.0, False, {NORTH: LaneState(10, 10, 60.0, 0.0), EAST: empty},
+                                {link: empty, WEST_OUT: empty},
+                                {NORTH: ApproachState(10, ()), EAST: ApproachState(0, ())})
+        y_seen = TlsObservation(0, y_phase, 10.0, False, {link: empty, side: empty}, {beyond: empty},
+                                {link: ApproachState(0, ()), side: ApproachState(0, ())})
+        return {"X": x_seen, "Y": y_seen}
+
+    assert control.decide(both(y_phase=2))["X"] == 2  # Y is red for the link: the queue waits at X
+    assert control.decide(both(y_phase=0))["X"] == 0
+
+
 def test_a_queue_kept_red_past_the_starvation_time_gets_green_whatever_the_pressure() -> None:
     control = crossing_controller()
     chosen = []

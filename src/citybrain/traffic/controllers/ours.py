@@ -19,7 +19,9 @@ Every decision, each light scores its green phases and shows the best one:
   MaxPressure keeps a busy main road green and leaves side streets standing for many minutes
   (ingolstadt7/21), which the evaluation's gridlock rule rightly counts as a lock.
 - Head of line: where the first vehicle at a stop line heads for a movement a phase leaves red, nothing
-  behind it moves either; the lane's demand in that phase counts only `head_of_line` of itself.
+  behind it moves either: such a green does not count as serving the queue (the starvation guard keeps
+  its clock running and pulls towards a phase that lets the first vehicle go), and the lane's demand in
+  that phase counts only `head_of_line` of itself.
 - Switching costs a yellow: of the next interval only (interval - yellow) seconds are green, so another
   phase's pressure counts with the factor 1 - `yellow_cost` * yellow / interval (taken from the scenario's
   own settings), and it must still beat the current phase by `switch_margin` vehicles.
@@ -46,7 +48,7 @@ from citybrain.traffic.controllers.base import (
     SignalController,
     controllers,
 )
-from citybrain.traffic.runtime import LaneState, TlsObservation
+from citybrain.traffic.runtime import SHORT_EXIT, LaneState, TlsObservation
 
 PARAMETERS_FILE = "guarded_pressure.json"
 # An outgoing lane that full and moving slower than this (m/s) is jammed; a full lane that flows is fine.
@@ -68,6 +70,7 @@ class GuardedPressureParameters(BaseModel):
     starvation: float = Field(90.0, gt=0, description="Seconds red after which a queue has priority")
     switch_margin: float = Field(2.0, ge=0, description="Vehicles by which a phase must beat the current one")
     yellow_cost: float = Field(1.0, ge=0, le=2, description="Weight of the green a switch loses to yellow")
+    yellow_charged_within: float = Field(1e6, gt=0, description="Green age (s) up to which a switch pays yellow")
     head_of_line: float = Field(1.0, ge=0, le=1, description="Demand kept when the first vehicle's move is red")
 
 
@@ -109,6 +112,10 @@ class GuardedPressure(SignalController):
         # incoming lane -> the lanes its links lead to: a first vehicle heading elsewhere (it has to change
         # lanes first) says nothing about which phase lets the lane move
         self._reachable: dict[str, set[str]] = {}
+        # stop line -> its light, for links of a car's length or two between two lights
+        self._stop_line_of = {lane: tls_id for tls_id, description in context.tls.items()
+                              for lane in description.incoming}
+        self._green_lanes: dict[str, set[str]] = {}
         for tls_id, description in context.tls.items():
             by_phase = {}
             for index in description.green_phases:
@@ -127,6 +134,10 @@ class GuardedPressure(SignalController):
         self._switch_factor = max(0.0, 1.0 - self.settings.yellow_cost * lost)
 
     def decide(self, observations: Mapping[str, TlsObservation]) -> dict[str, int]:
+        # every light's served lanes first: a light sends vehicles into a short link only while the
+        # light at its end lets them out
+        self._green_lanes = {tls_id: {served.incoming for served in self._served.get(tls_id, {}).get(seen.phase, ())}
+                             for tls_id, seen in observations.items()}
         decisions = {}
         for tls_id, seen in observations.items():
             phases = self._served.get(tls_id)
@@ -134,11 +145,22 @@ class GuardedPressure(SignalController):
                 decisions[tls_id] = self._choose(tls_id, phases, seen)
         return decisions
 
+    def _front_waits(self, served: _ServedLane, seen: TlsObservation) -> bool:
+        """The lane's first vehicle heads for a movement this phase leaves red."""
+        approach = seen.approaches.get(served.incoming)
+        if approach is None or not approach.front_heads_for:
+            return False
+        heads_for = approach.front_heads_for
+        return heads_for not in served.outgoing and heads_for in self._reachable.get(served.incoming, ())
+
     def _choose(self, tls_id: str, phases: dict[int, tuple[_ServedLane, ...]], seen: TlsObservation) -> int:
         settings = self.settings
         now = seen.time
         red_queue_since = self._red_queue_since[tls_id]
-        green_now = {served.incoming for served in phases.get(seen.phase, ())}
+        # a lane counts as served only if its first vehicle may go: a green for the lane's other movement
+        # (a right turn while the first car waits to go straight) leaves the whole queue standing
+        green_now = {served.incoming for served in phases.get(seen.phase, ())
+                     if not self._front_waits(served, seen)}
         for lane_id, approach in seen.approaches.items():
             if lane_id in green_now or not approach.halting:
                 red_queue_since.pop(lane_id, None)
@@ -156,6 +178,11 @@ class GuardedPressure(SignalController):
             return no_room or lane.occupancy >= settings.spillback_occupancy
 
         blocked = {lane_id for lane_id, lane in outgoing.items() if jammed(lane_id, lane)}
+        for lane_id in outgoing:
+            owner = self._stop_line_of.get(lane_id)
+            if owner is not None and owner != tls_id and lengths.get(lane_id, float("inf")) < SHORT_EXIT \
+                    and owner in self._green_lanes and lane_id not in self._green_lanes[owner]:
+                blocked.add(lane_id)  # a short link towards a red light: the next car would stop in here
         # a lane of a car's length or two is blocked too when every lane after it is jammed
         for lane_id, after in self.context.tls[tls_id].beyond.items():
             if after and all(name in seen.beyond and jammed(name, seen.beyond[name]) for name in after):
@@ -169,7 +196,7 @@ class GuardedPressure(SignalController):
                 if not open_outs:
                     continue
                 approach = seen.approaches.get(served.incoming)
-                front_waits = False
+                front_waits = self._front_waits(served, seen)
                 if approach is None:  # a twin without approach data: the lane alone
                     lane = seen.incoming[served.incoming]
                     halting, moving, entering = lane.halting, lane.vehicles - lane.halting, 0.0
@@ -177,16 +204,13 @@ class GuardedPressure(SignalController):
                     halting = approach.halting
                     moving = bisect_right(approach.moving, settings.reach)  # distances ascend
                     entering = approach.waiting_to_enter
-                    heads_for = approach.front_heads_for
-                    front_waits = settings.head_of_line < 1 and heads_for not in served.outgoing \
-                        and heads_for in self._reachable.get(served.incoming, ())
                 demand = halting + settings.moving_weight * moving + settings.entry_weight * entering
                 if front_waits:
                     demand *= settings.head_of_line
                 downstream = sum(outgoing[o].halting for o in open_outs) / len(open_outs)
                 pressure += demand - settings.downstream_weight * downstream
                 waited = now - red_queue_since.get(served.incoming, now)
-                if waited >= settings.starvation:
+                if waited >= settings.starvation and not front_waits:
                     starving += waited
             pressures[index] = pressure
             starved[index] = starving
@@ -197,7 +221,9 @@ class GuardedPressure(SignalController):
         best = max(phases, key=lambda i: (pressures[i], i == current))
         if current is None or best == current:
             return best
-        gain = pressures[best] * self._switch_factor if pressures[best] > 0 else pressures[best]
+        # the yellow is charged only to a young green: an old one has served its queue and holds on arrivals
+        factor = self._switch_factor if seen.time_in_phase < settings.yellow_charged_within else 1.0
+        gain = pressures[best] * factor if pressures[best] > 0 else pressures[best]
         if gain < pressures[current] + settings.switch_margin:
             return current
         return best
