@@ -69,6 +69,17 @@ class Settings(BaseSettings):
         SecretStr(""), description="HMAC key of `hash` masking of personal data (same key → same tags, so "
                                    "cases of one caller link); empty = a fixed development key, not secret.")
 
+    traffic_scenario: str = Field(
+        "", description="Run a live traffic twin of this scenario (a RESCO map, a folder name under "
+                        "`home`/traffic/scenarios, or a folder path); empty = no live twin.")
+    traffic_org_unit: str = Field("", description="Org unit (town code) the live twin's roads belong to.")
+    traffic_controller: str = Field("fixed", description="Signal controller the live twin starts with.")
+    traffic_speedup: float = Field(10.0, gt=0, description="Simulated seconds per wall-clock second of the live twin.")
+    traffic_report_s: float = Field(30.0, gt=0, description="Simulated seconds between two reports of the live twin.")
+    traffic_origin: str = Field(
+        "120.1170,30.2830", description="lon,lat where a network without georeference is placed (its centre); "
+                                        "default: 古荡街道 Gudang, Xihu, where the Hangzhou 4x4 data was recorded.")
+
     @model_validator(mode="after")
     def _shard_in_range(self) -> Settings:
         if self.sensing_shard >= self.sensing_shards:

@@ -59,7 +59,8 @@ def import_all_models() -> sa.MetaData:
     import citybrain.hub.subscriptions.models
     import citybrain.sensing.alerts.models
     import citybrain.sensing.devices.models
-    import citybrain.sensing.vitals.models  # noqa: F401
+    import citybrain.sensing.vitals.models
+    import citybrain.traffic.models  # noqa: F401
 
     return Base.metadata
 

@@ -22,6 +22,7 @@ class Traffic(Scenario):
                          "intensity": A(kind="number", minimum=0, description="vehicles in the period"),
                          "averageVehicleSpeed": A(kind="number", unit="KMH", minimum=0),
                          "occupancy": A(kind="number", minimum=0, maximum=1),
+                         "congestionIndex": A(kind="number", minimum=1, description="travel-time index"),
                          "congested": A(kind="boolean"),
                          "laneId": A(kind="integer"),
                          "refRoadSegment": A(kind="relationship"),
@@ -42,11 +43,16 @@ class Traffic(Scenario):
                     "intensity": M(kind="integer", minimum=0, maximum=20_000, description="vehicles/hour"),
                     "averageVehicleSpeed": M(unit="KMH", minimum=0, maximum=250),
                     "occupancy": M(minimum=0, maximum=1),
+                    "congestionIndex": M(minimum=1, maximum=10, description=(
+                        "travel-time index: free-flow speed / mean speed (1 = free flow, capped at 10)")),
                 }),
         ],
         indicators=[
             IndicatorSpec(slug="congested_detector_rate", title="Detectors reporting congestion",
                           title_zh="拥堵检测器比例", kind="share_in_alert", device_type="traffic_detector",
                           rule_id="congestion", unit="ratio"),
+            IndicatorSpec(slug="congestion_index", title="Congestion index (travel-time index)",
+                          title_zh="拥堵指数", kind="mean_latest", device_type="traffic_detector",
+                          measurement="congestionIndex", unit="ratio"),
         ],
     )
