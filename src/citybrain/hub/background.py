@@ -132,9 +132,10 @@ def services_for(platform: Platform) -> list[BackgroundService]:
     from citybrain.hub.commands.flows import CommandDispatcher, HealthChecker
     from citybrain.hub.subscriptions.flows import WebhookDelivery
     from citybrain.sensing.runtime import SensingRuntime
+    from citybrain.traffic.live import LiveTraffic
 
     return [WebhookDelivery(platform), CommandDispatcher(platform), HealthChecker(platform), SensingRuntime(platform),
-            Disposal(platform), Hotline(platform)]
+            Disposal(platform), Hotline(platform), LiveTraffic(platform)]
 
 
 def find_service(platform: Platform, kind: type[S]) -> S | None:

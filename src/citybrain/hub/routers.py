@@ -15,6 +15,7 @@ def extra() -> list[APIRouter]:
     from citybrain.hub.commands.router import commands_router, systems_router
     from citybrain.hub.subscriptions.router import router as subscriptions_router
     from citybrain.sensing.router import router as sensing_router
+    from citybrain.traffic.router import router as traffic_router
 
     return [subscriptions_router, systems_router, commands_router, sensing_router, catalogue_router, cases_router,
-            supervision_router, hotline_router, open311_router]
+            supervision_router, hotline_router, open311_router, traffic_router]
