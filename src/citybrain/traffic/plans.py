@@ -73,9 +73,17 @@ def _run_fork(manifest: ScenarioManifest, state: str, snapshot: dict[str, Any], 
 
 
 def simulate(manifest: ScenarioManifest, state: str, snapshot: dict[str, Any], horizon: float,
-             lights: list[str], setting: dict[str, Any]) -> tuple[str, Any]:
+             lights: list[str], setting: dict[str, Any], classes: dict[str, type] | None = None) -> tuple[str, Any]:
     """Worker entry: baseline then candidate from the same saved state (one SUMO at a time here, so the
-    live twin and this fork are the only two simulations running)."""
+    live twin and this fork are the only two simulations running). `classes`: the controller classes the
+    proposing process resolved, registered here if this process does not know them (plug-ins registered
+    at run time rather than through an entry point)."""
+    from citybrain.traffic.controllers.base import load_controllers
+
+    registry = load_controllers()
+    for slug, cls in (classes or {}).items():
+        if slug not in registry:
+            registry.add(slug, cls)
     try:
         baseline = _run_fork(manifest, state, snapshot, horizon, None, None)
         candidate = _run_fork(manifest, state, snapshot, horizon, lights, setting)
@@ -213,10 +221,16 @@ async def _check(platform: Platform, live: LiveTraffic, plan_id: str, *, ctx: Co
     try:
         snapshot = await live.call("save", str(state))
         setting = {"controller": plan.controller} if plan.controller else {"timing": plan.timing}
+        classes: dict[str, type] = {}
+        for slug in {plan.controller, *(m.get("controller") for m in snapshot["modes"].values())} - {None, "fixed"}:
+            from citybrain.traffic.controllers.base import controller
+
+            classes[slug] = controller(slug)  # type: ignore[arg-type]
         assert live.manifest is not None
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             status, payload = await asyncio.wrap_future(pool.submit(
-                simulate, live.manifest, str(state), snapshot, plan.horizon_s, plan.intersections, setting))
+                simulate, live.manifest, str(state), snapshot, plan.horizon_s, plan.intersections, setting,
+                classes))
     finally:
         state.unlink(missing_ok=True)
     if status == "error":
