@@ -52,7 +52,7 @@ ORDER = ("ingolstadt21", "hangzhou_4x4", "arterial4x4", "ingolstadt7", "grid4x4"
 STEPS = {"reach": (1.5, True), "moving_weight": (0.25, False), "entry_weight": (0.25, False),
          "downstream_weight": (0.25, False), "spillback_occupancy": (10.0, False), "starvation": (1.4, True),
          "switch_margin": (1.0, False), "yellow_cost": (0.5, False),
-         "head_of_line": (0.25, False)}
+         "head_of_line": (0.25, False), "yellow_charged_within": (1.5, True)}
 PARAMETERS_PATH = Path(__file__).resolve().parents[1] / "src/citybrain/traffic/controllers" / PARAMETERS_FILE
 
 
