@@ -109,3 +109,27 @@ def test_bad_plans_are_422_naming_the_field(client: TestClient, body: dict, fiel
     answer = client.post("/api/v1/traffic/plans", json=body)
     assert answer.status_code == 422 and answer.headers["content-type"].startswith("application/problem+json")
     assert answer.json()["errors"][0]["field"].startswith(field), answer.json()
+
+
+def test_the_cli_proposes_lists_and_refuses_plans(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    from citybrain.cli import app
+
+    monkeypatch.setattr(httpx, "request", lambda method, url, **kw: client.request(
+        method, url.removeprefix("http://127.0.0.1:8000"), json=kw.get("json")))
+    wait_for(lambda: client.get("/api/v1/traffic/status").json()["reports"] >= 1)
+    runner = CliRunner()
+    lights = runner.invoke(app, ["traffic", "plan", "lights"])
+    assert lights.exit_code == 0 and LIGHT in lights.output and "[0, 2, 4, 6]" in lights.output
+    bad = runner.invoke(app, ["traffic", "plan", "propose", LIGHT, "-t", "1=20"])
+    assert bad.exit_code != 0 and "timing.1" in bad.output
+    made = runner.invoke(app, ["traffic", "plan", "propose", LIGHT, "-t", "0=5", "-t", "4=5", "--horizon", "300"])
+    assert made.exit_code == 0 and "proposed" in made.output, made.output
+    plan_id = made.output.split()[0]
+    settled(client, plan_id, ("applied", "rejected", "failed"))
+    listed = runner.invoke(app, ["traffic", "plan", "list"])
+    assert listed.exit_code == 0 and plan_id in listed.output
+    shown = runner.invoke(app, ["traffic", "plan", "show", plan_id])
+    assert shown.exit_code == 0 and '"prediction"' in shown.output

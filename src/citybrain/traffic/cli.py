@@ -227,3 +227,77 @@ def _print_tables(maps_summary: list, controllers: list[str], ours: str) -> None
                                 f"{cs.queue:,.1f}", f"{cs.throughput:,.0f}", f"{cs.mean_speed:.2f}",
                                 f"{cs.wall_seconds:.1f}")
     console.print(details)
+
+
+plan_app = typer.Typer(help="Signal plans on the live twin of a running City Brain (checked on a forked twin "
+                            "first, applied only if predicted better).", no_args_is_help=True)
+traffic_app.add_typer(plan_app, name="plan")
+UrlOpt = Annotated[str, typer.Option("--url", help="The running City Brain's API (it runs the live twin).")]
+
+
+def _api(method: str, url: str, path: str, body: object = None) -> object:
+    import httpx
+
+    try:
+        answer = httpx.request(method, f"{url.rstrip('/')}/api/v1/traffic{path}", json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the City Brain at {url}: {exc}")
+    if answer.status_code >= 400:
+        problem = answer.json() if answer.headers.get("content-type", "").endswith("json") else {}
+        fields = "; ".join(f"{e['field']}: {e['reason']}" for e in problem.get("errors", []))
+        fail(f"{problem.get('detail') or answer.text[:200]}" + (f" ({fields})" if fields else ""))
+    return answer.json()
+
+
+def _plan_line(plan: dict) -> str:
+    change = plan["controller"] or ", ".join(f"phase {k} {v:g} s" for k, v in (plan["timing"] or {}).items())
+    line = f"{plan['id']}  {plan['status']:<10} {change} at {', '.join(plan['intersections'])}"
+    return line + (f"\n    {plan['reason']}" if plan.get("reason") else "")
+
+
+@plan_app.command("propose")
+def propose_plan(
+    intersections: Annotated[list[str], typer.Argument(help="Traffic light ids (see `plan lights`).")],
+    controller: Annotated[str | None, typer.Option("--controller", "-c", help="A controller slug.")] = None,
+    timing: Annotated[list[str] | None, typer.Option(
+        "--timing", "-t", help="PHASE=SECONDS, a green phase's duration (repeat).")] = None,
+    horizon: Annotated[float, typer.Option(help="Simulated seconds the plan is judged over.")] = 900.0,
+    url: UrlOpt = "http://127.0.0.1:8000",
+) -> None:
+    """Propose a plan; prints it as proposed (see `plan show ID` for the verdict)."""
+    body: dict[str, object] = {"intersections": intersections, "horizon_s": horizon}
+    if controller:
+        body["controller"] = controller
+    if timing:
+        parsed = {}
+        for item in timing:
+            phase, _, seconds = item.partition("=")
+            try:
+                parsed[str(int(phase))] = float(seconds)
+            except ValueError:
+                fail(f"--timing {item!r}: PHASE=SECONDS is required, e.g. 0=40")
+        body["timing"] = parsed
+    console.print(_plan_line(_api("POST", url, "/plans", body)), highlight=False)  # type: ignore[arg-type]
+
+
+@plan_app.command("list")
+def list_plans(url: UrlOpt = "http://127.0.0.1:8000") -> None:
+    """The plans, newest first, with their state and reason."""
+    for plan in _api("GET", url, "/plans")["items"]:  # type: ignore[index]
+        console.print(_plan_line(plan), highlight=False)
+
+
+@plan_app.command("show")
+def show_plan(plan_id: Annotated[str, typer.Argument(help="Plan id.")], url: UrlOpt = "http://127.0.0.1:8000") -> None:
+    """One plan as JSON: prediction (baseline and candidate) and measured outcome."""
+    import json
+
+    console.print_json(json.dumps(_api("GET", url, f"/plans/{plan_id}")))
+
+
+@plan_app.command("lights")
+def list_lights(url: UrlOpt = "http://127.0.0.1:8000") -> None:
+    """The live twin's signalised intersections: id, green phases, control now."""
+    for light in _api("GET", url, "/intersections")["items"]:  # type: ignore[index]
+        console.print(f"{light['id']}  greens {light['greenPhases']}  {light.get('controlMode', '?')} "
+                      f"({light.get('controller', '?')})", highlight=False)
