@@ -302,6 +302,11 @@ class LiveTraffic(PollingService):
         except ValueError:
             raise InvalidInput.at("traffic_origin", "lon,lat is required, e.g. 120.117,30.283") from None
         self.origin = (lon, lat)
+        from citybrain.traffic import plans
+
+        interrupted = await self.platform.run(plans.fail_interrupted, self.platform)
+        if interrupted:
+            log.warning("traffic twin: %d plans of a previous run could not finish and failed", interrupted)
         await self._boot()
         await super().start()
 

@@ -227,10 +227,13 @@ async def _check(platform: Platform, live: LiveTraffic, plan_id: str, *, ctx: Co
 
             classes[slug] = controller(slug)  # type: ignore[arg-type]
         assert live.manifest is not None
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
             status, payload = await asyncio.wrap_future(pool.submit(
                 simulate, live.manifest, str(state), snapshot, plan.horizon_s, plan.intersections, setting,
                 classes))
+        finally:  # not waiting: a server stopping mid-check must not block its event loop on the fork
+            pool.shutdown(wait=False, cancel_futures=True)
     finally:
         state.unlink(missing_ok=True)
     if status == "error":
@@ -316,3 +319,18 @@ def fail_measuring(platform: Platform, reason: str) -> None:
         for row in session.scalars(sa.select(SignalPlanRow).where(SignalPlanRow.status == "applied",
                                                                   SignalPlanRow.applied_sim_time.is_not(None))):
             _move(row, "failed", f"not measured: {reason}", platform.clock.now())
+
+
+def fail_interrupted(platform: Platform) -> int:
+    """At start: plans a previous run of the service left being checked or measured cannot finish (the
+    fork is gone, the twin started over)."""
+    now = platform.clock.now()
+    failed = 0
+    with platform.transaction() as session:
+        stmt = sa.select(SignalPlanRow).where(sa.or_(
+            SignalPlanRow.status.in_(("proposed", "simulating")),
+            sa.and_(SignalPlanRow.status == "applied", SignalPlanRow.applied_sim_time.is_not(None))))
+        for row in session.scalars(stmt):
+            _move(row, "failed", f"interrupted: the traffic twin was restarted while the plan was {row.status}", now)
+            failed += 1
+    return failed
