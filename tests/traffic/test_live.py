@@ -107,3 +107,22 @@ def client_loop_start(service: Any) -> None:
     import asyncio
 
     asyncio.run(service.start())
+
+
+def test_a_bad_command_fails_and_the_twin_runs_on(client: TestClient) -> None:
+    wait_for(lambda: client.get("/api/v1/traffic/status").json()["reports"] >= 1)
+    light = client.get("/api/v1/traffic/intersections").json()["items"][0]
+    issued = client.post("/api/v1/commands", json={"target": light["entityId"], "name": "applySignalPlan",
+                                                   "parameters": {"timing": {"1": 20}}})
+    assert issued.status_code == 201, issued.text
+    failed = wait_for(lambda: (c := client.get(f"/api/v1/commands/{issued.json()['id']}").json())["status"]
+                      == "failed" and c)
+    assert "not a green phase" in failed["reason"] and "0, 2, 4, 6" in failed["reason"]
+    before = client.get("/api/v1/traffic/status").json()
+    later = wait_for(lambda: (s := client.get("/api/v1/traffic/status").json())["simTime"] > before["simTime"] and s)
+    assert later["running"] and not later["degraded"] and later["restarts"] == 0
+    good = client.post("/api/v1/commands", json={"target": light["entityId"], "name": "applySignalPlan",
+                                                 "parameters": {"timing": {"0": 40, "4": 40}}}).json()
+    done = wait_for(lambda: (c := client.get(f"/api/v1/commands/{good['id']}").json())["status"] != "pending" and c)
+    assert done["status"] == "acknowledged" and done["result"]["simTime"] > 25200
+    wait_for(lambda: client.get("/api/v1/traffic/intersections").json()["items"][0]["controlMode"] == "manual")
