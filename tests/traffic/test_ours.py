@@ -180,6 +180,31 @@ def test_the_twin_shows_each_approach_with_the_lanes_feeding_short_stop_lines() 
                 assert bool(approach.front_heads_for) == bool(observed.incoming[lane].vehicles)
 
 
+def test_a_feeder_shared_by_several_stop_lines_counts_once_over_all_of_them() -> None:
+    # ingolstadt21 has three-lane stop lines fed by one lane upstream: summed over a light's approaches,
+    # every standing vehicle on the light's lanes and feeders counts exactly once
+    with Twin().start(window("ingolstadt21", 900), seed=1, program="external") as twin:
+        shared = [d for d in twin.tls.values()
+                  if len({f for chain in d.feeders.values() for f, _ in chain})
+                  < sum(len(chain) for chain in d.feeders.values())]
+        assert shared, "expected lights whose stop lines share feeders"
+        twin.advance(twin.time + 900)
+        observed = twin.observe()
+        checked = 0
+        for description in shared:
+            # (a stop line of the light may also feed another of its stop lines: it counts as both)
+            feeders = {f for chain in description.feeders.values() for f, _ in chain}
+            lanes = [*description.incoming, *feeders]
+            standing = twin.lane_states(lanes)
+            expected = sum(standing[lane].halting for lane in lanes)
+            counted = sum(a.halting for a in observed[description.id].approaches.values())
+            assert counted == pytest.approx(expected)
+            moving = sum(a.moving_within(float("inf")) for a in observed[description.id].approaches.values())
+            assert moving == pytest.approx(sum(standing[lane].vehicles - standing[lane].halting for lane in lanes))
+            checked += expected > 0
+        assert checked, "no queue to count: the window is too short to test anything"
+
+
 @pytest.mark.parametrize("name", ["cologne8"])
 def test_it_beats_fixed_time_on_a_short_episode_without_a_lock(name: str) -> None:
     manifest = window(name, 1200)

@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,7 +146,10 @@ class LaneState:
 class ApproachState:
     """The vehicles heading for one incoming lane's stop line: on the lane and on its feeders."""
 
-    halting: int
+    # A feeder lane that feeds several incoming lanes of the same light (vehicles choose their lane on
+    # the way in) counts on each with the share 1/k, k the number of those lanes: summed over the lanes a
+    # phase serves, its vehicles count once (a queue behind a three-lane stop line is not three queues).
+    halting: float
     moving: tuple[float, ...]  # distance to the stop line (m) of each vehicle not halting, ascending
     # vehicles due to depart on the lane's edge or a feeder's that SUMO could not insert yet (they count
     # in the delay), shared evenly among the lanes of their edge
@@ -153,6 +157,14 @@ class ApproachState:
     # the lane the first vehicle at the stop line heads for ("" when the lane is empty): while its movement
     # is red nothing behind it moves either, whatever else is green for the lane
     front_heads_for: str = ""
+    # the weight of each vehicle in `moving` (1 on the lane itself, 1/k on a feeder shared by k lanes);
+    # empty means every weight is 1
+    moving_shares: tuple[float, ...] = ()
+
+    def moving_within(self, reach: float) -> float:
+        """Moving vehicles (weighted by share) within `reach` metres of the stop line."""
+        count = bisect_right(self.moving, reach)
+        return float(sum(self.moving_shares[:count])) if self.moving_shares else float(count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +321,7 @@ class Twin:
         self._first_edges: dict[str, str] = {}  # vehicle -> first edge of its route, for pending ones
         self._lane_edges: dict[str, str] = {}
         self._edge_lanes: dict[str, int] = {}
+        self._fan_out: dict[str, dict[str, int]] = {}
 
     # lifecycle ------------------------------------------------------------------------------------------------
 
@@ -343,6 +356,7 @@ class Twin:
             raise self._start_error(message) from None
         try:
             self.tls = {tls_id: self._describe(tls_id) for tls_id in self.sim.trafficlight.getIDList()}
+            self._fan_out = {}
             self._add_lane_geometry()
             if program == "actuated":
                 for tls_id in self.tls:
@@ -721,23 +735,39 @@ class Twin:
         for tls_id in tls_ids:
             description = self.tls[tls_id]
             lengths = description.lane_lengths
+            fed = self._feeder_fan_out(tls_id)
             for incoming in description.incoming:
                 if incoming in states:
                     continue
-                halting, moving, leader = read(incoming, lengths[incoming])
-                distances = list(moving)
+                own_halting, moving, leader = read(incoming, lengths[incoming])
+                halting = float(own_halting)
+                weighted = [(d, 1.0) for d in moving]
                 waiting = self._pending_share(incoming, pending)
                 for feeder, offset in description.feeders.get(incoming, ()):
+                    share = 1.0 / fed[feeder]
                     feeder_halting, feeder_moving, _ = read(feeder, lengths[feeder])
-                    halting += feeder_halting
-                    distances.extend(offset + d for d in feeder_moving)
-                    waiting += self._pending_share(feeder, pending)
+                    halting += share * feeder_halting
+                    weighted.extend((offset + d, share) for d in feeder_moving)
+                    waiting += share * self._pending_share(feeder, pending)
                 heads_for = ""
                 if leader:
                     upcoming = vehicle.getNextLinks(leader)
                     heads_for = upcoming[0][0] if upcoming else ""
-                states[incoming] = ApproachState(halting, tuple(sorted(distances)), waiting, heads_for)
+                weighted.sort()
+                states[incoming] = ApproachState(halting, tuple(d for d, _ in weighted), waiting, heads_for,
+                                                 tuple(w for _, w in weighted))
         return states
+
+    def _feeder_fan_out(self, tls_id: str) -> dict[str, int]:
+        """For each feeder lane of the light: how many of its incoming lanes it feeds."""
+        fan_out = self._fan_out.get(tls_id)
+        if fan_out is None:
+            fan_out = {}
+            for chain in self.tls[tls_id].feeders.values():
+                for feeder, _ in chain:
+                    fan_out[feeder] = fan_out.get(feeder, 0) + 1
+            self._fan_out[tls_id] = fan_out
+        return fan_out
 
     def _pending_by_edge(self) -> dict[str, int]:
         """Vehicles waiting to be inserted, by the first edge of their route."""

@@ -4,7 +4,8 @@ lock a movement.
 Every decision, each light scores its green phases and shows the best one:
 
 - Demand of an incoming lane: its halting vehicles (on the lane and on the lanes feeding it, so the queue
-  of a 5 m approach counts where it really stands), plus `moving_weight` per moving vehicle within
+  of a 5 m approach counts where it really stands; a feeder shared by k incoming lanes counts 1/k on
+  each, so a phase serving all of them counts its vehicles once), plus `moving_weight` per moving vehicle within
   `reach` metres of the stop line (they cross in the next interval if the light is green, else they join
   the queue), plus `entry_weight` per vehicle waiting to be inserted on its edge (their wait is delay too).
 - Pressure of a phase: over the incoming lanes it gives green, demand minus `downstream_weight` times the
@@ -33,7 +34,6 @@ maps at once and shipped as `guarded_pressure.json` next to this module.
 from __future__ import annotations
 
 import json
-from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -202,7 +202,7 @@ class GuardedPressure(SignalController):
                     halting, moving, entering = lane.halting, lane.vehicles - lane.halting, 0.0
                 else:
                     halting = approach.halting
-                    moving = bisect_right(approach.moving, settings.reach)  # distances ascend
+                    moving = approach.moving_within(settings.reach)
                     entering = approach.waiting_to_enter
                 demand = halting + settings.moving_weight * moving + settings.entry_weight * entering
                 if front_waits:
