@@ -108,8 +108,9 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy (bounded)."""
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               every: float = 0.02) -> Any:
+    """Poll `check` every `every` seconds until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -117,4 +118,4 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "con
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)

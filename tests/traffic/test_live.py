@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,19 +16,14 @@ from citybrain.core.errors import InvalidInput
 from citybrain.platform import Platform
 from citybrain.sensing.alerts.events import AlertRaised
 from citybrain.settings import Settings
+from tests.hub.receiver import wait_until
 
 GUDANG = "330106007"  # 古荡街道, Xihu
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 25.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(every)
+def wait_for(check: Callable[[], Any], every: float = 0.1) -> Any:
+    """The live twin starts a SUMO child process: its first reports take longer than a receiver's."""
+    return wait_until(check, timeout=25.0, what="the live twin", every=every)
 
 
 @pytest.fixture
