@@ -194,7 +194,7 @@ def bench(
 
 def _print_tables(maps_summary: list, controllers: list[str], ours: str) -> None:
     table = Table(title="average delay per vehicle (s), mean ± sd over seeds", show_edge=False)
-    table.add_column("map")
+    table.add_column("map", no_wrap=True)
     for slug in controllers:
         table.add_column(slug, justify="right")
     table.add_column(f"{ours} vs fixed", justify="right")
@@ -214,11 +214,14 @@ def _print_tables(maps_summary: list, controllers: list[str], ours: str) -> None
         best_text = "–" if best is None else f"{best[1]:g} {best[0]}" + (
             "" if verdict is None else " [green]✓[/green]" if verdict else " [red]✗[/red]")
         table.add_row(summary.scenario, *cells, change, best_text)
-    console.print(table)
+    # piped into a log, Rich assumes 80 columns and folds every cell: give the tables room to be read
+    width = None if console.is_terminal else 160
+    console.print(table, width=width)
     details = Table(title="other metrics (means over seeds)", show_edge=False)
     for column in ("map", "controller", "trip time (s)", "waiting (s)", "queue (veh)", "arrived",
                    "speed (m/s)", "wall s/episode"):
-        details.add_column(column, justify="left" if column in ("map", "controller") else "right")
+        named = column in ("map", "controller")
+        details.add_column(column, justify="left" if named else "right", no_wrap=named)
     for summary in maps_summary:
         for slug in controllers:
             cs = summary.controllers.get(slug)
@@ -226,7 +229,7 @@ def _print_tables(maps_summary: list, controllers: list[str], ours: str) -> None
                 details.add_row(summary.scenario, slug, f"{cs.trip_time:,.1f}", f"{cs.waiting_time:,.1f}",
                                 f"{cs.queue:,.1f}", f"{cs.throughput:,.0f}", f"{cs.mean_speed:.2f}",
                                 f"{cs.wall_seconds:.1f}")
-    console.print(details)
+    console.print(details, width=width)
 
 
 plan_app = typer.Typer(help="Signal plans on the live twin of a running City Brain (checked on a forked twin "
