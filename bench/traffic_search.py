@@ -122,10 +122,12 @@ class Evaluator:
         return self.score(results), results
 
 
-def neighbours(parameters: dict[str, float], scale: float) -> list[tuple[str, dict[str, float]]]:
-    """Each parameter one step up and one step down (a step out of its legal range is left out)."""
+def neighbours(parameters: dict[str, float], scale: float,
+               names: tuple[str, ...] = tuple(STEPS)) -> list[tuple[str, dict[str, float]]]:
+    """Each named parameter one step up and one step down (a step out of its legal range is left out)."""
     found = []
-    for name, (size, multiplicative) in STEPS.items():
+    for name in names:
+        size, multiplicative = STEPS[name]
         for direction in (1, -1):
             value = parameters[name]
             if multiplicative:
@@ -182,11 +184,13 @@ def main() -> None:
         scale = 1.0
         for round_number in range(1, 0 if args.check else args.rounds + 1):
             improved = False
-            for label, candidate in neighbours(best, scale):
-                score, results = evaluator.evaluate(candidate, f"round {round_number}: {label}")
-                if score < best_score - 1e-4:
-                    best, best_score, best_results, improved = candidate, score, results, True
-                    print(f"\n  better: {score:+.4f}  ({label})", flush=True)
+            for name in STEPS:  # each parameter steps from the best set so far, improvements included
+                for label, candidate in neighbours(best, scale, (name,)):
+                    score, results = evaluator.evaluate(candidate, f"round {round_number}: {label}")
+                    if score < best_score - 1e-4:
+                        best, best_score, best_results, improved = candidate, score, results, True
+                        print(f"\n  better: {score:+.4f}  ({label})", flush=True)
+                        break  # the other direction starts from a worse set
             if not improved:
                 scale /= 2
                 print(f"\nround {round_number}: no improvement; step scale now {scale:g}", flush=True)
