@@ -21,9 +21,9 @@ from tests.hub.receiver import wait_until
 GUDANG = "330106007"  # 古荡街道, Xihu
 
 
-def wait_for(check: Callable[[], Any], every: float = 0.1) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 25.0, every: float = 0.1) -> Any:
     """The live twin starts a SUMO child process: its first reports take longer than a receiver's."""
-    return wait_until(check, timeout=25.0, what="the live twin", every=every)
+    return wait_until(check, timeout=timeout, what="the live twin", every=every)
 
 
 @pytest.fixture
