@@ -148,6 +148,45 @@ def test_no_green_sends_cars_into_a_short_link_while_the_light_at_its_end_is_red
     assert control.decide(both(y_phase=0))["X"] == 0
 
 
+def test_no_first_vehicle_is_let_into_the_junction_towards_a_blocked_short_link() -> None:
+    # X's phase 0 gives green to the north lane (into a 12 m link to light Y) and to the east lane; phase 2
+    # to the east lane alone. With Y red for the link, the north lane's movement carries nothing, so both
+    # phases weigh the same, but phase 0 would still let the north lane's first car into X's box, where it
+    # would stop across the other movements: X must show phase 2
+    link, side, beyond = "link_0", "side_0", "beyond_0"
+    to_link, to_west = Movement(NORTH, link), Movement(EAST, WEST_OUT)
+    x = TlsDescription(
+        id="X", program_id="0",
+        phases=(PhaseSpec(0, "GG", 30, (to_link, to_west)), PhaseSpec(1, "yy", 3, ()),
+                PhaseSpec(2, "rG", 30, (to_west,)), PhaseSpec(3, "ry", 3, ())),
+        links=(to_link, to_west), incoming=(NORTH, EAST), outgoing=(link, WEST_OUT),
+        lane_lengths={NORTH: 100.0, EAST: 100.0, link: 12.0, WEST_OUT: 100.0})
+    out_of_link, out_of_side = Movement(link, beyond), Movement(side, beyond)
+    y = TlsDescription(
+        id="Y", program_id="0",
+        phases=(PhaseSpec(0, "Gr", 30, (out_of_link,)), PhaseSpec(1, "yr", 3, ()),
+                PhaseSpec(2, "rG", 30, (out_of_side,)), PhaseSpec(3, "ry", 3, ())),
+        links=(out_of_link, out_of_side), incoming=(link, side), outgoing=(beyond,),
+        lane_lengths={link: 12.0, side: 100.0, beyond: 100.0})
+    empty = LaneState(0, 0, 0.0, 13.9)
+
+    def both(y_phase: int, north_heads_for: str = link) -> dict[str, TlsObservation]:
+        x_seen = TlsObservation(
+            0, 0, 10.0, False, {NORTH: LaneState(3, 3, 20.0, 0.0), EAST: LaneState(10, 10, 60.0, 0.0)},
+            {link: empty, WEST_OUT: empty},
+            {NORTH: ApproachState(3, (), 0.0, north_heads_for), EAST: ApproachState(10, (), 0.0, WEST_OUT)})
+        y_seen = TlsObservation(0, y_phase, 10.0, False, {link: empty, side: empty}, {beyond: empty},
+                                {link: ApproachState(0, ()), side: ApproachState(0, ())})
+        return {"X": x_seen, "Y": y_seen}
+
+    def control() -> GuardedPressure:
+        return Tuned(ControlContext("pair", {"X": x, "Y": y}, 10.0, 3.0, 5.0))
+
+    assert control().decide(both(y_phase=2))["X"] == 2  # the link is blocked: keep its first car out
+    assert control().decide(both(y_phase=0))["X"] == 0  # Y lets the link out: serve both lanes
+    assert control().decide(both(y_phase=2, north_heads_for=""))["X"] == 0  # nobody at the line: no box risk
+
+
 def test_a_queue_kept_red_past_the_starvation_time_gets_green_whatever_the_pressure() -> None:
     control = crossing_controller()
     chosen = []

@@ -15,6 +15,10 @@ Every decision, each light scores its green phases and shows the best one:
   percent, or no room left for one more car, and nearly standing; for an outgoing lane of a car's length
   or two, also when every lane after it is jammed) carries nothing, so no green is spent on it and no vehicle is sent into a
   junction it cannot leave.
+- Junction-box guard: a phase that would let a lane's first vehicle drive into such a blocked short link
+  towards another light is not shown while another phase can be: the vehicle would enter the junction,
+  stop inside it and block the crossing movements that could clear the link (in ingolstadt21 that is how
+  the two lights 12 m apart lock each other).
 - Starvation guard: an incoming lane with halting vehicles that has had no green for `starvation` seconds
   takes priority: the phase serving the longest-starved lanes wins, whatever the pressure. Plain
   MaxPressure keeps a busy main road green and leaves side streets standing for many minutes
@@ -153,6 +157,18 @@ class GuardedPressure(SignalController):
         heads_for = approach.front_heads_for
         return heads_for not in served.outgoing and heads_for in self._reachable.get(served.incoming, ())
 
+    def _front_enters_blocked_link(self, tls_id: str, served: _ServedLane, seen: TlsObservation,
+                                   blocked: set[str]) -> bool:
+        """The lane's first vehicle would drive, in this green, into a blocked lane shorter than
+        SHORT_EXIT that is another light's approach."""
+        approach = seen.approaches.get(served.incoming)
+        heads_for = approach.front_heads_for if approach is not None else ""
+        if heads_for not in served.outgoing or heads_for not in blocked:
+            return False
+        lengths = self.context.tls[tls_id].lane_lengths
+        return lengths.get(heads_for, float("inf")) < SHORT_EXIT \
+            and self._stop_line_of.get(heads_for) not in (None, tls_id)
+
     def _choose(self, tls_id: str, phases: dict[int, tuple[_ServedLane, ...]], seen: TlsObservation) -> int:
         settings = self.settings
         now = seen.time
@@ -187,6 +203,13 @@ class GuardedPressure(SignalController):
         for lane_id, after in self.context.tls[tls_id].beyond.items():
             if after and all(name in seen.beyond and jammed(name, seen.beyond[name]) for name in after):
                 blocked.add(lane_id)
+        # a first vehicle let go towards a blocked link into another light's approach drives into the
+        # junction and stops there, across the paths of the movements that could otherwise clear the link:
+        # no phase may do that while another phase can show green without it
+        safe = {index: lanes for index, lanes in phases.items()
+                if not any(self._front_enters_blocked_link(tls_id, served, seen, blocked) for served in lanes)}
+        if safe and len(safe) < len(phases):
+            phases = safe
         pressures: dict[int, float] = {}
         starved: dict[int, float] = {}
         for index, served_lanes in phases.items():
