@@ -13,6 +13,7 @@ are reused between episodes; the longest maps are started first.
 
     .venv/bin/python bench/traffic_search.py --seeds 1 --rounds 4 [--hangzhou /tmp/hz/hangzhou_4x4] [--write]
     .venv/bin/python bench/traffic_search.py --check --seeds 2 3   # evaluate the shipped set only
+    .venv/bin/python bench/traffic_search.py --only box_patience --start box_patience=25 --seeds 4 5 6
 
 `--write` stores the best set in src/citybrain/traffic/controllers/guarded_pressure.json with how it was
 fitted. Prints a progress bar, every improvement, and a table per map of the best set.
@@ -52,7 +53,7 @@ ORDER = ("ingolstadt21", "hangzhou_4x4", "arterial4x4", "ingolstadt7", "grid4x4"
 STEPS = {"reach": (1.5, True), "moving_weight": (0.25, False), "entry_weight": (0.25, False),
          "downstream_weight": (0.25, False), "spillback_occupancy": (10.0, False), "starvation": (1.4, True),
          "switch_margin": (1.0, False), "yellow_cost": (0.5, False),
-         "head_of_line": (0.25, False), "yellow_charged_within": (1.5, True)}
+         "head_of_line": (0.25, False), "yellow_charged_within": (1.5, True), "box_patience": (1.4, True)}
 PARAMETERS_PATH = Path(__file__).resolve().parents[1] / "src/citybrain/traffic/controllers" / PARAMETERS_FILE
 
 
@@ -168,7 +169,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--check", action="store_true", help="only evaluate the shipped parameters")
     parser.add_argument("--write", action="store_true", help="store the best set in the package")
+    parser.add_argument("--only", nargs="+", choices=sorted(STEPS), default=sorted(STEPS), metavar="NAME",
+                        help="search only these parameters (default: all)")
+    parser.add_argument("--start", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="start from the shipped set with these values changed")
     args = parser.parse_args()
+    try:
+        overrides = {name: float(value) for name, value in (item.split("=", 1) for item in args.start)}
+        start = GuardedPressureParameters.model_validate({**shipped_parameters().model_dump(), **overrides})
+    except ValueError as error:
+        parser.error(f"--start: {error}")
 
     manifests = [resolve(name) for name in args.maps]
     if args.hangzhou:
@@ -178,13 +188,13 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
         evaluator = Evaluator(manifests, args.seeds, pool)
         evaluator.fit_relative_targets()
-        best = shipped_parameters().model_dump()
-        best_score, best_results = evaluator.evaluate(best, "shipped parameters")
-        print(f"\nshipped: score {best_score:+.4f}  {best}", flush=True)
+        best = start.model_dump()
+        best_score, best_results = evaluator.evaluate(best, "starting parameters")
+        print(f"\nstart: score {best_score:+.4f}  {best}", flush=True)
         scale = 1.0
         for round_number in range(1, 0 if args.check else args.rounds + 1):
             improved = False
-            for name in STEPS:  # each parameter steps from the best set so far, improvements included
+            for name in (n for n in STEPS if n in args.only):  # each steps from the best set so far
                 for label, candidate in neighbours(best, scale, (name,)):
                     score, results = evaluator.evaluate(candidate, f"round {round_number}: {label}")
                     if score < best_score - 1e-4:

@@ -187,6 +187,22 @@ def test_no_first_vehicle_is_let_into_the_junction_towards_a_blocked_short_link(
     assert control().decide(both(y_phase=2, north_heads_for=""))["X"] == 0  # nobody at the line: no box risk
 
 
+def test_a_vehicle_standing_in_the_junction_past_the_patience_makes_the_light_change_phase() -> None:
+    class Patient(GuardedPressure):
+        parameters = PARAMETERS.model_copy(update={"box_patience": 20.0})
+
+    def looking(box_standing: float) -> dict[str, TlsObservation]:
+        observed = seen(0, 0, queues={NORTH: 12, EAST: 2})["X"]
+        return {"X": TlsObservation(observed.time, observed.phase, observed.time_in_phase, False,
+                                    observed.incoming, observed.outgoing, observed.approaches,
+                                    box_standing=box_standing)}
+
+    control = Patient(ControlContext("crossing", {"X": CROSSING}, 10.0, 3.0, 5.0))
+    assert control.decide(looking(box_standing=19.0)) == {"X": 0}  # the north queue outweighs the east
+    # a turner has stood 25 s in the box with nothing ahead: what phase 0 shows is not clearing it
+    assert control.decide(looking(box_standing=25.0)) == {"X": 2}
+
+
 def test_a_queue_kept_red_past_the_starvation_time_gets_green_whatever_the_pressure() -> None:
     control = crossing_controller()
     chosen = []
@@ -207,8 +223,10 @@ def test_the_twin_shows_each_approach_with_the_lanes_feeding_short_stop_lines() 
         assert all(set(d.lane_lengths) >= {*d.incoming, *d.outgoing} for d in descriptions)
         short = [(d, lane) for d in descriptions for lane in d.incoming if d.lane_lengths[lane] < 30]
         assert short and any(d.feeders[lane] for d, lane in short)  # a 5 m approach is not the whole queue
+        assert all(d.box_lanes and all(lane.startswith(":") for lane in d.box_lanes) for d in descriptions)
         twin.advance(twin.time + 600)
         for tls_id, observed in twin.observe().items():
+            assert 0 <= observed.box_standing <= 600
             for lane, approach in observed.approaches.items():
                 assert approach.halting >= observed.incoming[lane].halting
                 assert list(approach.moving) == sorted(approach.moving)

@@ -57,6 +57,9 @@ APPROACH_REACH = 200.0
 # An outgoing lane shorter than this holds a car or two: whether a green into it can flow depends on the
 # lanes after it (`TlsDescription.beyond`), which observations then include.
 SHORT_EXIT = 20.0
+# How far ahead (m) a vehicle standing inside a junction is checked for another in its way: none within
+# this distance means it waits on the junction's right of way, not on a queue
+BOX_LOOKAHEAD = 30.0
 
 
 class TwinSettings(BaseModel):
@@ -128,6 +131,8 @@ class TlsDescription:
     feeders: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     # per outgoing lane shorter than SHORT_EXIT: the lanes it leads to, where a queue that blocks it stands
     beyond: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the junction's internal lanes (SUMO's ":" lanes), where a turning vehicle may stand inside the box
+    box_lanes: tuple[str, ...] = ()
 
     @property
     def green_phases(self) -> tuple[int, ...]:
@@ -180,6 +185,9 @@ class TlsObservation:
     outgoing: Mapping[str, LaneState]
     approaches: Mapping[str, ApproachState] = field(default_factory=dict)  # by incoming lane
     beyond: Mapping[str, LaneState] = field(default_factory=dict)  # the lanes after short outgoing ones
+    # the longest a vehicle inside the junction has stood with nothing ahead of it (s): it yields to a
+    # movement that does not come, and the phase shown is not clearing it
+    box_standing: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,8 +445,12 @@ class Twin:
         logics = tl.getAllProgramLogics(tls_id)
         logic = next((item for item in logics if item.programID == program_id), logics[0])
         links: list[Movement | None] = []
+        box: list[str] = []
         for link_group in tl.getControlledLinks(tls_id):
             links.append(Movement(link_group[0][0], link_group[0][1]) if link_group else None)
+            box.extend(via for _, _, via in link_group if via)
+        # a turn that waits inside the junction waits at the end of its first internal lane or on the next
+        box.extend(after[0] for via in list(box) for after in self.sim.lane.getLinks(via) if after[0].startswith(":"))
         phases = []
         for index, phase in enumerate(logic.phases):
             served = dict.fromkeys(links[i] for i, c in enumerate(phase.state)
@@ -447,7 +459,7 @@ class Twin:
         present = [m for m in links if m is not None]
         return TlsDescription(tls_id, program_id, tuple(phases), tuple(links),
                               tuple(dict.fromkeys(m.incoming for m in present)),
-                              tuple(dict.fromkeys(m.outgoing for m in present)))
+                              tuple(dict.fromkeys(m.outgoing for m in present)), box_lanes=tuple(dict.fromkeys(box)))
 
     def _add_lane_geometry(self) -> None:
         """Fill in every light's lane lengths and the feeders of its incoming lanes."""
@@ -707,8 +719,21 @@ class Twin:
                 {lane: lanes[lane] for lane in description.incoming},
                 {lane: lanes[lane] for lane in description.outgoing},
                 {lane: approaches[lane] for lane in description.incoming},
-                {name: lanes[name] for names in description.beyond.values() for name in names})
+                {name: lanes[name] for names in description.beyond.values() for name in names},
+                self._box_standing(description.box_lanes))
         return observations
+
+    def _box_standing(self, box_lanes: Iterable[str]) -> float:
+        """The longest a vehicle on these internal lanes has stood still with no vehicle ahead (s)."""
+        assert self.sim is not None
+        lane, vehicle = self.sim.lane, self.sim.vehicle
+        longest = 0.0
+        for lane_id in box_lanes:
+            for vehicle_id in lane.getLastStepVehicleIDs(lane_id):
+                waited = float(vehicle.getWaitingTime(vehicle_id))
+                if waited > longest and vehicle.getLeader(vehicle_id, BOX_LOOKAHEAD) is None:
+                    longest = waited
+        return longest
 
     def _approach_states(self, tls_ids: list[str]) -> dict[str, ApproachState]:
         """Each incoming lane's approach now: halting vehicles on it and its feeders, and the distance

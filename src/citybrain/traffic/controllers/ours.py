@@ -19,6 +19,8 @@ Every decision, each light scores its green phases and shows the best one:
   towards another light is not shown while another phase can be: the vehicle would enter the junction,
   stop inside it and block the crossing movements that could clear the link (in ingolstadt21 that is how
   the two lights 12 m apart lock each other).
+- Box patience: a vehicle that has stood `box_patience` seconds inside the junction with nothing ahead of
+  it waits for a right of way the shown phase does not give it: the light shows another phase.
 - Starvation guard: an incoming lane with halting vehicles that has had no green for `starvation` seconds
   takes priority: the phase serving the longest-starved lanes wins, whatever the pressure. Plain
   MaxPressure keeps a busy main road green and leaves side streets standing for many minutes
@@ -76,6 +78,7 @@ class GuardedPressureParameters(BaseModel):
     yellow_cost: float = Field(1.0, ge=0, le=2, description="Weight of the green a switch loses to yellow")
     yellow_charged_within: float = Field(1e6, gt=0, description="Green age (s) up to which a switch pays yellow")
     head_of_line: float = Field(1.0, ge=0, le=1, description="Demand kept when the first vehicle's move is red")
+    box_patience: float = Field(1e6, gt=0, description="Seconds a vehicle may stand in the junction before the phase changes")
 
 
 @cache
@@ -210,6 +213,10 @@ class GuardedPressure(SignalController):
                 if not any(self._front_enters_blocked_link(tls_id, served, seen, blocked) for served in lanes)}
         if safe and len(safe) < len(phases):
             phases = safe
+        # a vehicle standing inside the junction with nothing ahead of it waits for a right of way the
+        # shown phase does not give it (a permissive turn yielding to a stream that cannot move): show another
+        if seen.box_standing >= settings.box_patience and seen.phase in phases and len(phases) > 1:
+            phases = {i: lanes for i, lanes in phases.items() if i != seen.phase}
         pressures: dict[int, float] = {}
         starved: dict[int, float] = {}
         for index, served_lanes in phases.items():
