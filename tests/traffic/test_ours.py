@@ -117,32 +117,43 @@ def test_no_green_goes_to_a_movement_whose_outgoing_lane_is_jammed() -> None:
     assert control.decide(seen(10, 0, queues={NORTH: 1, EAST: 15})) == {"X": 2}  # jam cleared
 
 
-def test_no_green_sends_cars_into_a_short_link_while_the_light_at_its_end_is_red() -> None:
-    link, side, beyond = "link_0", "side_0", "beyond_0"  # link: 12 m from light X to light Y
-    to_link, to_west = Movement(NORTH, link), Movement(EAST, WEST_OUT)
+LINK, SIDE, BEYOND = "link_0", "side_0", "beyond_0"  # LINK: 12 m from light X to light Y
+TO_LINK, TO_WEST = Movement(NORTH, LINK), Movement(EAST, WEST_OUT)
+OUT_OF_LINK, OUT_OF_SIDE = Movement(LINK, BEYOND), Movement(SIDE, BEYOND)
+LIGHT_AFTER_LINK = TlsDescription(
+    id="Y", program_id="0",
+    phases=(PhaseSpec(0, "Gr", 30, (OUT_OF_LINK,)), PhaseSpec(1, "yr", 3, ()),
+            PhaseSpec(2, "rG", 30, (OUT_OF_SIDE,)), PhaseSpec(3, "ry", 3, ())),
+    links=(OUT_OF_LINK, OUT_OF_SIDE), incoming=(LINK, SIDE), outgoing=(BEYOND,),
+    lane_lengths={LINK: 12.0, SIDE: 100.0, BEYOND: 100.0})
+EMPTY = LaneState(0, 0, 0.0, 13.9)
+
+
+def pair_controller(first_phase: tuple[Movement, ...]) -> GuardedPressure:
+    """Light X (phase 0: `first_phase`; phase 2: east to west) feeding light Y through the 12 m link."""
     x = TlsDescription(
         id="X", program_id="0",
-        phases=(PhaseSpec(0, "Gr", 30, (to_link,)), PhaseSpec(1, "yr", 3, ()), PhaseSpec(2, "rG", 30, (to_west,)),
-                PhaseSpec(3, "ry", 3, ())),
-        links=(to_link, to_west), incoming=(NORTH, EAST), outgoing=(link, WEST_OUT),
-        lane_lengths={NORTH: 100.0, EAST: 100.0, link: 12.0, WEST_OUT: 100.0})
-    out_of_link, out_of_side = Movement(link, beyond), Movement(side, beyond)
-    y = TlsDescription(
-        id="Y", program_id="0",
-        phases=(PhaseSpec(0, "Gr", 30, (out_of_link,)), PhaseSpec(1, "yr", 3, ()),
-                PhaseSpec(2, "rG", 30, (out_of_side,)), PhaseSpec(3, "ry", 3, ())),
-        links=(out_of_link, out_of_side), incoming=(link, side), outgoing=(beyond,),
-        lane_lengths={link: 12.0, side: 100.0, beyond: 100.0})
-    control = Tuned(ControlContext("pair", {"X": x, "Y": y}, 10.0, 3.0, 5.0))
-    empty = LaneState(0, 0, 0.0, 13.9)
+        phases=(PhaseSpec(0, "G" * len(first_phase) + "r" * (2 - len(first_phase)), 30, first_phase),
+                PhaseSpec(1, "y" * len(first_phase) + "r" * (2 - len(first_phase)), 3, ()),
+                PhaseSpec(2, "rG", 30, (TO_WEST,)), PhaseSpec(3, "ry", 3, ())),
+        links=(TO_LINK, TO_WEST), incoming=(NORTH, EAST), outgoing=(LINK, WEST_OUT),
+        lane_lengths={NORTH: 100.0, EAST: 100.0, LINK: 12.0, WEST_OUT: 100.0})
+    return Tuned(ControlContext("pair", {"X": x, "Y": LIGHT_AFTER_LINK}, 10.0, 3.0, 5.0))
+
+
+def y_seen(y_phase: int) -> TlsObservation:
+    return TlsObservation(0, y_phase, 10.0, False, {LINK: EMPTY, SIDE: EMPTY}, {BEYOND: EMPTY},
+                          {LINK: ApproachState(0, ()), SIDE: ApproachState(0, ())})
+
+
+def test_no_green_sends_cars_into_a_short_link_while_the_light_at_its_end_is_red() -> None:
+    control = pair_controller((TO_LINK,))
 
     def both(y_phase: int) -> dict[str, TlsObservation]:
-        x_seen = TlsObservation(0, 2, 10.0, False, {NORTH: LaneState(10, 10, 60.0, 0.0), EAST: empty},
-                                {link: empty, WEST_OUT: empty},
+        x_seen = TlsObservation(0, 2, 10.0, False, {NORTH: LaneState(10, 10, 60.0, 0.0), EAST: EMPTY},
+                                {LINK: EMPTY, WEST_OUT: EMPTY},
                                 {NORTH: ApproachState(10, ()), EAST: ApproachState(0, ())})
-        y_seen = TlsObservation(0, y_phase, 10.0, False, {link: empty, side: empty}, {beyond: empty},
-                                {link: ApproachState(0, ()), side: ApproachState(0, ())})
-        return {"X": x_seen, "Y": y_seen}
+        return {"X": x_seen, "Y": y_seen(y_phase)}
 
     assert control.decide(both(y_phase=2))["X"] == 2  # Y is red for the link: the queue waits at X
     assert control.decide(both(y_phase=0))["X"] == 0
@@ -153,34 +164,15 @@ def test_no_first_vehicle_is_let_into_the_junction_towards_a_blocked_short_link(
     # to the east lane alone. With Y red for the link, the north lane's movement carries nothing, so both
     # phases weigh the same, but phase 0 would still let the north lane's first car into X's box, where it
     # would stop across the other movements: X must show phase 2
-    link, side, beyond = "link_0", "side_0", "beyond_0"
-    to_link, to_west = Movement(NORTH, link), Movement(EAST, WEST_OUT)
-    x = TlsDescription(
-        id="X", program_id="0",
-        phases=(PhaseSpec(0, "GG", 30, (to_link, to_west)), PhaseSpec(1, "yy", 3, ()),
-                PhaseSpec(2, "rG", 30, (to_west,)), PhaseSpec(3, "ry", 3, ())),
-        links=(to_link, to_west), incoming=(NORTH, EAST), outgoing=(link, WEST_OUT),
-        lane_lengths={NORTH: 100.0, EAST: 100.0, link: 12.0, WEST_OUT: 100.0})
-    out_of_link, out_of_side = Movement(link, beyond), Movement(side, beyond)
-    y = TlsDescription(
-        id="Y", program_id="0",
-        phases=(PhaseSpec(0, "Gr", 30, (out_of_link,)), PhaseSpec(1, "yr", 3, ()),
-                PhaseSpec(2, "rG", 30, (out_of_side,)), PhaseSpec(3, "ry", 3, ())),
-        links=(out_of_link, out_of_side), incoming=(link, side), outgoing=(beyond,),
-        lane_lengths={link: 12.0, side: 100.0, beyond: 100.0})
-    empty = LaneState(0, 0, 0.0, 13.9)
-
-    def both(y_phase: int, north_heads_for: str = link) -> dict[str, TlsObservation]:
+    def both(y_phase: int, north_heads_for: str = LINK) -> dict[str, TlsObservation]:
         x_seen = TlsObservation(
             0, 0, 10.0, False, {NORTH: LaneState(3, 3, 20.0, 0.0), EAST: LaneState(10, 10, 60.0, 0.0)},
-            {link: empty, WEST_OUT: empty},
+            {LINK: EMPTY, WEST_OUT: EMPTY},
             {NORTH: ApproachState(3, (), 0.0, north_heads_for), EAST: ApproachState(10, (), 0.0, WEST_OUT)})
-        y_seen = TlsObservation(0, y_phase, 10.0, False, {link: empty, side: empty}, {beyond: empty},
-                                {link: ApproachState(0, ()), side: ApproachState(0, ())})
-        return {"X": x_seen, "Y": y_seen}
+        return {"X": x_seen, "Y": y_seen(y_phase)}
 
     def control() -> GuardedPressure:
-        return Tuned(ControlContext("pair", {"X": x, "Y": y}, 10.0, 3.0, 5.0))
+        return pair_controller((TO_LINK, TO_WEST))
 
     assert control().decide(both(y_phase=2))["X"] == 2  # the link is blocked: keep its first car out
     assert control().decide(both(y_phase=0))["X"] == 0  # Y lets the link out: serve both lanes

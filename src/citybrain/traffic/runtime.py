@@ -450,7 +450,8 @@ class Twin:
             links.append(Movement(link_group[0][0], link_group[0][1]) if link_group else None)
             box.extend(via for _, _, via in link_group if via)
         # a turn that waits inside the junction waits at the end of its first internal lane or on the next
-        box.extend(after[0] for via in list(box) for after in self.sim.lane.getLinks(via) if after[0].startswith(":"))
+        box.extend(after[0] for via in list(box) for after in self.sim.lane.getLinks(via)
+                   if after[0].startswith(":"))
         phases = []
         for index, phase in enumerate(logic.phases):
             served = dict.fromkeys(links[i] for i, c in enumerate(phase.state)
@@ -459,7 +460,8 @@ class Twin:
         present = [m for m in links if m is not None]
         return TlsDescription(tls_id, program_id, tuple(phases), tuple(links),
                               tuple(dict.fromkeys(m.incoming for m in present)),
-                              tuple(dict.fromkeys(m.outgoing for m in present)), box_lanes=tuple(dict.fromkeys(box)))
+                              tuple(dict.fromkeys(m.outgoing for m in present)),
+                              box_lanes=tuple(dict.fromkeys(box)))
 
     def _add_lane_geometry(self) -> None:
         """Fill in every light's lane lengths and the feeders of its incoming lanes."""

@@ -78,7 +78,8 @@ class GuardedPressureParameters(BaseModel):
     yellow_cost: float = Field(1.0, ge=0, le=2, description="Weight of the green a switch loses to yellow")
     yellow_charged_within: float = Field(1e6, gt=0, description="Green age (s) up to which a switch pays yellow")
     head_of_line: float = Field(1.0, ge=0, le=1, description="Demand kept when the first vehicle's move is red")
-    box_patience: float = Field(1e6, gt=0, description="Seconds a vehicle may stand in the junction before the phase changes")
+    box_patience: float = Field(1e6, gt=0,
+                                description="Seconds a vehicle may stand in the junction before the phase changes")
 
 
 @cache
@@ -123,6 +124,13 @@ class GuardedPressure(SignalController):
         self._stop_line_of = {lane: tls_id for tls_id, description in context.tls.items()
                               for lane in description.incoming}
         self._green_lanes: dict[str, set[str]] = {}
+        # per light: its outgoing lanes shorter than SHORT_EXIT that are another light's approach, with
+        # that light
+        self._short_links_out: dict[str, dict[str, str]] = {
+            tls_id: {lane: owner for lane in description.outgoing
+                     if (owner := self._stop_line_of.get(lane)) not in (None, tls_id)
+                     and description.lane_lengths.get(lane, float("inf")) < SHORT_EXIT}
+            for tls_id, description in context.tls.items()}
         for tls_id, description in context.tls.items():
             by_phase = {}
             for index in description.green_phases:
@@ -166,11 +174,8 @@ class GuardedPressure(SignalController):
         SHORT_EXIT that is another light's approach."""
         approach = seen.approaches.get(served.incoming)
         heads_for = approach.front_heads_for if approach is not None else ""
-        if heads_for not in served.outgoing or heads_for not in blocked:
-            return False
-        lengths = self.context.tls[tls_id].lane_lengths
-        return lengths.get(heads_for, float("inf")) < SHORT_EXIT \
-            and self._stop_line_of.get(heads_for) not in (None, tls_id)
+        return heads_for in served.outgoing and heads_for in blocked \
+            and heads_for in self._short_links_out[tls_id]
 
     def _choose(self, tls_id: str, phases: dict[int, tuple[_ServedLane, ...]], seen: TlsObservation) -> int:
         settings = self.settings
@@ -197,10 +202,8 @@ class GuardedPressure(SignalController):
             return no_room or lane.occupancy >= settings.spillback_occupancy
 
         blocked = {lane_id for lane_id, lane in outgoing.items() if jammed(lane_id, lane)}
-        for lane_id in outgoing:
-            owner = self._stop_line_of.get(lane_id)
-            if owner is not None and owner != tls_id and lengths.get(lane_id, float("inf")) < SHORT_EXIT \
-                    and owner in self._green_lanes and lane_id not in self._green_lanes[owner]:
+        for lane_id, owner in self._short_links_out[tls_id].items():
+            if owner in self._green_lanes and lane_id not in self._green_lanes[owner]:
                 blocked.add(lane_id)  # a short link towards a red light: the next car would stop in here
         # a lane of a car's length or two is blocked too when every lane after it is jammed
         for lane_id, after in self.context.tls[tls_id].beyond.items():
@@ -210,7 +213,8 @@ class GuardedPressure(SignalController):
         # junction and stops there, across the paths of the movements that could otherwise clear the link:
         # no phase may do that while another phase can show green without it
         safe = {index: lanes for index, lanes in phases.items()
-                if not any(self._front_enters_blocked_link(tls_id, served, seen, blocked) for served in lanes)}
+                if not any(self._front_enters_blocked_link(tls_id, served, seen, blocked)
+                           for served in lanes)}
         if safe and len(safe) < len(phases):
             phases = safe
         # a vehicle standing inside the junction with nothing ahead of it waits for a right of way the
