@@ -26,7 +26,7 @@ CROSSING = TlsDescription(
     id="X", program_id="0",
     phases=(PhaseSpec(0, "Gr", 30, (Movement(NORTH, SOUTH_OUT),)), PhaseSpec(1, "yr", 3, ()),
             PhaseSpec(2, "rG", 30, (Movement(EAST, WEST_OUT),)), PhaseSpec(3, "ry", 3, ())),
-    links=(Movement(NORTH, SOUTH_OUT), Movement(EAST, WEST_OUT)),
+    links=((Movement(NORTH, SOUTH_OUT),), (Movement(EAST, WEST_OUT),)),
     incoming=(NORTH, EAST), outgoing=(SOUTH_OUT, WEST_OUT))
 PARAMETERS = GuardedPressureParameters(reach=100, moving_weight=0.5, entry_weight=0.5, downstream_weight=1,
                                        spillback_occupancy=80, starvation=60, switch_margin=2,
@@ -94,7 +94,7 @@ def test_a_phase_that_keeps_the_first_vehicle_red_moves_nothing_on_its_lane() ->
         id="X", program_id="0",
         phases=(PhaseSpec(0, "Gr", 30, (straight,)), PhaseSpec(1, "yr", 3, ()), PhaseSpec(2, "rG", 30, (left,)),
                 PhaseSpec(3, "ry", 3, ())),
-        links=(straight, left), incoming=(NORTH,), outgoing=(SOUTH_OUT, WEST_OUT))
+        links=((straight,), (left,)), incoming=(NORTH,), outgoing=(SOUTH_OUT, WEST_OUT))
 
     class MindsTheFront(GuardedPressure):
         parameters = PARAMETERS.model_copy(update={"head_of_line": 0.0})
@@ -124,7 +124,7 @@ LIGHT_AFTER_LINK = TlsDescription(
     id="Y", program_id="0",
     phases=(PhaseSpec(0, "Gr", 30, (OUT_OF_LINK,)), PhaseSpec(1, "yr", 3, ()),
             PhaseSpec(2, "rG", 30, (OUT_OF_SIDE,)), PhaseSpec(3, "ry", 3, ())),
-    links=(OUT_OF_LINK, OUT_OF_SIDE), incoming=(LINK, SIDE), outgoing=(BEYOND,),
+    links=((OUT_OF_LINK,), (OUT_OF_SIDE,)), incoming=(LINK, SIDE), outgoing=(BEYOND,),
     lane_lengths={LINK: 12.0, SIDE: 100.0, BEYOND: 100.0})
 EMPTY = LaneState(0, 0, 0.0, 13.9)
 
@@ -136,7 +136,7 @@ def pair_controller(first_phase: tuple[Movement, ...]) -> GuardedPressure:
         phases=(PhaseSpec(0, "G" * len(first_phase) + "r" * (2 - len(first_phase)), 30, first_phase),
                 PhaseSpec(1, "y" * len(first_phase) + "r" * (2 - len(first_phase)), 3, ()),
                 PhaseSpec(2, "rG", 30, (TO_WEST,)), PhaseSpec(3, "ry", 3, ())),
-        links=(TO_LINK, TO_WEST), incoming=(NORTH, EAST), outgoing=(LINK, WEST_OUT),
+        links=((TO_LINK,), (TO_WEST,)), incoming=(NORTH, EAST), outgoing=(LINK, WEST_OUT),
         lane_lengths={NORTH: 100.0, EAST: 100.0, LINK: 12.0, WEST_OUT: 100.0})
     return Tuned(ControlContext("pair", {"X": x, "Y": LIGHT_AFTER_LINK}, 10.0, 3.0, 5.0))
 
@@ -209,6 +209,19 @@ def window(name: str, seconds: float) -> ScenarioManifest:
     return manifest.model_copy(update={"end": manifest.begin + seconds})
 
 
+def test_a_signal_index_shared_by_several_connections_describes_all_of_them() -> None:
+    # ingolstadt21's light 243641585 gives one index to a lane's straight movement into the 12 m link
+    # towards gneJ257 and to its right turn: the link is one of the light's exits and the phase serves it
+    with Twin().start(window("ingolstadt21", 60), seed=1, program="external") as twin:
+        light = twin.tls["243641585"]
+        shared = [group for group in light.links if len({m.outgoing for m in group}) > 1]
+        assert shared
+        assert {"-174800513_1", "-174800513_2"} <= set(light.outgoing)
+        for phase in light.phases:
+            lit = {m for i, c in enumerate(phase.state) if c in "Gg" for m in light.links[i]}
+            assert set(phase.movements) == lit
+
+
 def test_the_twin_shows_each_approach_with_the_lanes_feeding_short_stop_lines() -> None:
     with Twin().start(window("ingolstadt7", 600), seed=1, program="external") as twin:
         descriptions = twin.tls.values()
@@ -224,7 +237,7 @@ def test_the_twin_shows_each_approach_with_the_lanes_feeding_short_stop_lines() 
                 assert list(approach.moving) == sorted(approach.moving)
                 assert all(distance >= 0 for distance in approach.moving)
                 assert approach.waiting_to_enter >= 0
-                movements = {m.outgoing for m in twin.tls[tls_id].links if m and m.incoming == lane}
+                movements = {m.outgoing for group in twin.tls[tls_id].links for m in group if m.incoming == lane}
                 assert approach.front_heads_for in movements | {""}
                 assert bool(approach.front_heads_for) == bool(observed.incoming[lane].vehicles)
 

@@ -121,7 +121,9 @@ class TlsDescription:
     id: str
     program_id: str
     phases: tuple[PhaseSpec, ...]
-    links: tuple[Movement | None, ...]  # by link index; None where SUMO lists no link
+    # by signal index: every connection that index controls (SUMO may give one index to several: a lane's
+    # straight and turning connections, or the connections of two lanes); empty where none
+    links: tuple[tuple[Movement, ...], ...]
     incoming: tuple[str, ...]
     outgoing: tuple[str, ...]
     lane_lengths: Mapping[str, float] = field(default_factory=dict)  # incoming, outgoing and feeder lanes, m
@@ -444,20 +446,20 @@ class Twin:
         program_id = tl.getProgram(tls_id)
         logics = tl.getAllProgramLogics(tls_id)
         logic = next((item for item in logics if item.programID == program_id), logics[0])
-        links: list[Movement | None] = []
+        links: list[tuple[Movement, ...]] = []
         box: list[str] = []
         for link_group in tl.getControlledLinks(tls_id):
-            links.append(Movement(link_group[0][0], link_group[0][1]) if link_group else None)
+            links.append(tuple(dict.fromkeys(Movement(incoming, outgoing) for incoming, outgoing, _ in link_group)))
             box.extend(via for _, _, via in link_group if via)
         # a turn that waits inside the junction waits at the end of its first internal lane or on the next
         box.extend(after[0] for via in list(box) for after in self.sim.lane.getLinks(via)
                    if after[0].startswith(":"))
         phases = []
         for index, phase in enumerate(logic.phases):
-            served = dict.fromkeys(links[i] for i, c in enumerate(phase.state)
-                                   if c in GREEN and i < len(links) and links[i] is not None)
-            phases.append(PhaseSpec(index, phase.state, float(phase.duration), tuple(served)))  # type: ignore[arg-type]
-        present = [m for m in links if m is not None]
+            served = dict.fromkeys(movement for i, c in enumerate(phase.state) if c in GREEN and i < len(links)
+                                   for movement in links[i])
+            phases.append(PhaseSpec(index, phase.state, float(phase.duration), tuple(served)))
+        present = [movement for group in links for movement in group]
         return TlsDescription(tls_id, program_id, tuple(phases), tuple(links),
                               tuple(dict.fromkeys(m.incoming for m in present)),
                               tuple(dict.fromkeys(m.outgoing for m in present)),

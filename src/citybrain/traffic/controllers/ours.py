@@ -140,7 +140,7 @@ class GuardedPressure(SignalController):
                 by_phase[index] = tuple(_ServedLane(lane, tuple(dict.fromkeys(out)))
                                         for lane, out in outs.items())
             self._served[tls_id] = by_phase
-            for movement in (m for m in description.links if m is not None):
+            for movement in (m for group in description.links for m in group):
                 self._reachable.setdefault(movement.incoming, set()).add(movement.outgoing)
         # per light: incoming lane -> since when it has had a queue and no green (seen at decisions)
         self._red_queue_since: dict[str, dict[str, float]] = {tls_id: {} for tls_id in context.tls}
