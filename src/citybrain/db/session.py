@@ -143,6 +143,7 @@ class SqliteMaintenance:
         self.analyze_every = analyze_every
         self.checkpoints = 0
         self.analyses = 0
+        self.passes = 0  # rounds of upkeep finished (each looks at the log as it is when the round begins)
         self._commits = 0
         self._analyzed_at_commit: int | None = None
         self._wake = threading.Event()
@@ -194,6 +195,7 @@ class SqliteMaintenance:
                     log.exception("maintenance of %s failed; SQLite's own checkpoint stays as a backstop",
                                   self.database)
                     self._stopping.wait(5.0)
+                self.passes += 1
         finally:
             connection.close()
 
