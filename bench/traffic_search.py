@@ -8,8 +8,8 @@ doing better than a target met earns only a tenth (so no map is traded for a lar
 gridlocked episode adds 1, and every vehicle stuck at the end 0.02 (a near-lock on one seed is a lock on
 another). Lower is better; below 0 means every target met. Search: coordinate descent from the shipped
 parameters — each round tries every parameter one step up and one step down, keeps any improvement, and
-halves the steps when a round finds none. Episodes run `--workers` at a time in spawned processes that
-are reused between episodes; the longest maps are started first.
+halves the steps when a round finds none. Episodes run `--workers` at a time, each in a fresh spawned
+process (libsumo carries state from one simulation to the next); the longest maps are started first.
 
     .venv/bin/python bench/traffic_search.py --seeds 1 --rounds 4 [--hangzhou /tmp/hz/hangzhou_4x4] [--write]
     .venv/bin/python bench/traffic_search.py --check --seeds 2 3   # evaluate the shipped set only
@@ -185,7 +185,7 @@ def main() -> None:
         manifests.append(FolderScenario(args.hangzhou).manifest)
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context, max_tasks_per_child=1) as pool:
         evaluator = Evaluator(manifests, args.seeds, pool)
         evaluator.fit_relative_targets()
         best = start.model_dump()

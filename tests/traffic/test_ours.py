@@ -179,6 +179,44 @@ def test_no_first_vehicle_is_let_into_the_junction_towards_a_blocked_short_link(
     assert control().decide(both(y_phase=2, north_heads_for=""))["X"] == 0  # nobody at the line: no box risk
 
 
+def queued(halting: int) -> LaneState:
+    return LaneState(halting, halting, min(100.0, halting * 10.0), 0.0 if halting else 13.9)
+
+
+def x_looking(phase: int, north: int, north_heads_for: str = LINK) -> TlsObservation:
+    """Light X showing `phase`, with `north` cars at the north stop line (the first heading for the link)."""
+    return TlsObservation(0, phase, 10.0, False, {NORTH: queued(north), EAST: EMPTY}, {LINK: EMPTY, WEST_OUT: EMPTY},
+                          {NORTH: ApproachState(north, (), 0.0, north_heads_for if north else ""),
+                           EAST: ApproachState(0, ())})
+
+
+def y_looking(phase: int, link: int, side: int) -> TlsObservation:
+    return TlsObservation(0, phase, 10.0, False, {LINK: queued(link), SIDE: queued(side)}, {BEYOND: EMPTY},
+                          {LINK: ApproachState(link, (), 0.0, BEYOND if link else ""),
+                           SIDE: ApproachState(side, (), 0.0, BEYOND if side else "")})
+
+
+def test_a_light_decided_earlier_in_the_round_counts_with_the_phase_it_will_show() -> None:
+    # Y decides first and turns green for the link (the queue behind it, at X, is its demand); X, seeing
+    # the phase Y will show rather than the one it shows, lets its queue into the link in the same round
+    control = pair_controller((TO_LINK,))
+    assert control.decide({"Y": y_looking(2, link=10, side=0), "X": x_looking(2, north=10)}) == {"Y": 0, "X": 0}
+    # decided the other way round, X sees Y still red for the link and keeps its queue out of it
+    control = pair_controller((TO_LINK,))
+    assert control.decide({"X": x_looking(2, north=10), "Y": y_looking(2, link=10, side=0)}) == {"X": 2, "Y": 0}
+
+
+def test_a_light_lets_out_with_a_protected_green_the_short_link_its_neighbour_now_feeds() -> None:
+    # X keeps sending its north queue into the 12 m link; Y's side street outweighs the link, but a phase
+    # that holds the link red would leave the cars X sends standing in X's junction: Y shows the link's green
+    control = pair_controller((TO_LINK,))
+    assert control.decide({"X": x_looking(0, north=10), "Y": y_looking(0, link=0, side=10)}) == {"X": 0, "Y": 0}
+    # nobody at X's stop line heads for the link: Y serves its side street
+    control = pair_controller((TO_LINK,))
+    assert control.decide({"X": x_looking(0, north=10, north_heads_for=""),
+                           "Y": y_looking(0, link=0, side=10)}) == {"X": 0, "Y": 2}
+
+
 def test_a_vehicle_standing_in_the_junction_past_the_patience_makes_the_light_change_phase() -> None:
     class Patient(GuardedPressure):
         parameters = PARAMETERS.model_copy(update={"box_patience": 20.0})

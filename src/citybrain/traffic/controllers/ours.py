@@ -19,6 +19,13 @@ Every decision, each light scores its green phases and shows the best one:
   towards another light is not shown while another phase can be: the vehicle would enter the junction,
   stop inside it and block the crossing movements that could clear the link (in ingolstadt21 that is how
   the two lights 12 m apart lock each other).
+- Lights a car's length apart decide in turn, each seeing the phases chosen before it in the round: a
+  short link counts as let out by the phase its light will show, not the one it showed, and a light whose
+  neighbour's new phase sends a first vehicle into a short link towards it shows only phases that give
+  that link a protected green (while one can be shown). Two such lights each holding their main phase,
+  each letting out the link from the other only by a permissive turn, is how ingolstadt21's two lights
+  12 m apart locked: each light's left turners yield to the stream it keeps feeding into the other's
+  link, the link fills, and the next car stops inside the other junction across the left turners' path.
 - Box patience: a vehicle that has stood `box_patience` seconds inside the junction with nothing ahead of
   it waits for a right of way the shown phase does not give it: the light shows another phase.
 - Starvation guard: an incoming lane with halting vehicles that has had no green for `starvation` seconds
@@ -142,6 +149,24 @@ class GuardedPressure(SignalController):
             self._served[tls_id] = by_phase
             for movement in (m for group in description.links for m in group):
                 self._reachable.setdefault(movement.incoming, set()).add(movement.outgoing)
+        # per light: the lights that send vehicles into it through short links
+        self._feeding_lights: dict[str, set[str]] = {tls_id: set() for tls_id in context.tls}
+        for tls_id, links_out in self._short_links_out.items():
+            for owner in links_out.values():
+                self._feeding_lights[owner].add(tls_id)
+        # per light: incoming lane -> the phases in which every link from it has a protected green (G)
+        self._protected_exits: dict[str, dict[str, set[int]]] = {}
+        for tls_id, description in context.tls.items():
+            exits: dict[str, set[int]] = {}
+            for index in description.green_phases:
+                signals: dict[str, list[str]] = {}
+                for link_index, signal in enumerate(description.phases[index].state[:len(description.links)]):
+                    for movement in description.links[link_index]:
+                        signals.setdefault(movement.incoming, []).append(signal)
+                for lane, shown in signals.items():
+                    if all(signal == "G" for signal in shown):
+                        exits.setdefault(lane, set()).add(index)
+            self._protected_exits[tls_id] = exits
         # per light: incoming lane -> since when it has had a queue and no green (seen at decisions)
         self._red_queue_since: dict[str, dict[str, float]] = {tls_id: {} for tls_id in context.tls}
         interval = context.decision_interval or 1.0
@@ -150,15 +175,43 @@ class GuardedPressure(SignalController):
 
     def decide(self, observations: Mapping[str, TlsObservation]) -> dict[str, int]:
         # every light's served lanes first: a light sends vehicles into a short link only while the
-        # light at its end lets them out
+        # light at its end lets them out; a light decided earlier in this round counts with its new phase
         self._green_lanes = {tls_id: {served.incoming for served in self._served.get(tls_id, {}).get(seen.phase, ())}
                              for tls_id, seen in observations.items()}
-        decisions = {}
+        decisions: dict[str, int] = {}
         for tls_id, seen in observations.items():
             phases = self._served.get(tls_id)
-            if phases:
-                decisions[tls_id] = self._choose(tls_id, phases, seen)
+            if not phases:
+                continue
+            phases = self._letting_out_what_neighbours_feed(tls_id, phases, decisions, observations)
+            chosen = decisions[tls_id] = self._choose(tls_id, phases, seen)
+            self._green_lanes[tls_id] = {served.incoming for served in phases[chosen]}
         return decisions
+
+    def _letting_out_what_neighbours_feed(self, tls_id: str, phases: dict[int, tuple[_ServedLane, ...]],
+                                          decisions: Mapping[str, int],
+                                          observations: Mapping[str, TlsObservation]) -> dict[int, tuple[_ServedLane, ...]]:
+        """The phases that give a protected green to every short link into this light that a light decided
+        earlier in this round now sends a first vehicle into (all phases when none does or none can)."""
+        fed = {lane for neighbour in self._feeding_lights[tls_id] if neighbour in decisions
+               for lane in self._links_fed(neighbour, decisions[neighbour], observations[neighbour], tls_id)}
+        if not fed:
+            return phases
+        exits = self._protected_exits[tls_id]
+        letting_out = {index: lanes for index, lanes in phases.items()
+                       if all(index in exits.get(lane, ()) for lane in fed)}
+        return letting_out or phases
+
+    def _links_fed(self, tls_id: str, phase: int, seen: TlsObservation, towards: str) -> set[str]:
+        """The short links towards light `towards` that the phase lets a lane's first vehicle drive into."""
+        links_out = self._short_links_out[tls_id]
+        fed = set()
+        for served in self._served[tls_id].get(phase, ()):
+            approach = seen.approaches.get(served.incoming)
+            heads_for = approach.front_heads_for if approach is not None else ""
+            if heads_for in served.outgoing and links_out.get(heads_for) == towards:
+                fed.add(heads_for)
+        return fed
 
     def _front_waits(self, served: _ServedLane, seen: TlsObservation) -> bool:
         """The lane's first vehicle heads for a movement this phase leaves red."""
