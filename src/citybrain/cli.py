@@ -39,6 +39,7 @@ app.add_typer(export_app, name="export")
 def _add_capability_commands() -> None:
     from citybrain.disposal.catalogue.cli import catalogue_app
     from citybrain.disposal.cli import cases_app, routing_app, supervision_app
+    from citybrain.governance.cli import audit_app
     from citybrain.hotline.cli import hotline_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
@@ -54,6 +55,7 @@ def _add_capability_commands() -> None:
     app.add_typer(catalogue_app, name="catalogue")
     app.add_typer(hotline_app, name="hotline")
     app.add_typer(traffic_app, name="traffic")
+    app.add_typer(audit_app, name="audit")
 
 
 _add_capability_commands()

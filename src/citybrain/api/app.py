@@ -89,6 +89,9 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
                 "org_units": len(platform.org_tree)}
 
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    from citybrain.governance.middleware import AuditMiddleware
+
+    app.add_middleware(AuditMiddleware, platform=platform)  # innermost: it sees the matched route
     app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

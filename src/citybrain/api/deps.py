@@ -21,7 +21,9 @@ async def get_context(request: Request) -> Context:
     """The context of this request. Until authentication lands, the actor is the client address and the
     scope is unrestricted; the governance layer replaces this dependency with the authenticated one."""
     client = request.client.host if request.client else "unknown"
-    return Context(actor=f"api:{client}", org_scope=None)
+    ctx = Context(actor=f"api:{client}", org_scope=None)
+    request.state.context = ctx  # the audit middleware records the act under this context
+    return ctx
 
 
 async def json_body(request: Request) -> Any:

@@ -60,6 +60,7 @@ def import_all_models() -> sa.MetaData:
     import citybrain.sensing.alerts.models
     import citybrain.sensing.devices.models
     import citybrain.sensing.vitals.models
+    import citybrain.governance.models
     import citybrain.traffic.models  # noqa: F401
 
     return Base.metadata

@@ -27,6 +27,7 @@ from citybrain.disposal.schemas import (
     TransitionRead,
     TransitionRequest,
 )
+from citybrain.governance.middleware import PERSONAL_DATA
 from citybrain.hub.background import find_service
 
 router = PathRouter(prefix="/api/v1", tags=["disposal"])
@@ -179,7 +180,7 @@ async def case_transitions(platform: PlatformDep, ctx: ContextDep, case_ref: Cas
 
 
 @router.get("/cases/{case_ref}/reports", summary="The reports of a case (contacts masked by role)",
-            responses={200: {"model": list[ReportRead]}})
+            responses={200: {"model": list[ReportRead]}}, openapi_extra=PERSONAL_DATA)
 async def case_reports(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) -> Response:
     from citybrain.hotline.masking import contact_masker
 
