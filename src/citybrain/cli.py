@@ -163,7 +163,8 @@ def migrate(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
         engine = create_db_engine(settings.database_url)
         before, after = upgrade(engine)
     except Exception as exc:  # noqa: BLE001 - any failure to reach or upgrade the store is one line
-        fail(f"cannot migrate {settings.database_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        fail(f"cannot migrate {settings.database_url_shown}: {type(exc).__name__}: "
+             f"{settings.scrub(str(exc).splitlines()[0])}")
     console.print(f"store at revision {after} (was {before or 'empty'})" if before != after
                   else f"store already at revision {after}")
 

@@ -60,8 +60,8 @@ def open_platform(settings: Settings) -> Platform:
     except CityBrainError as exc:
         fail(exc.detail)
     except Exception as exc:  # noqa: BLE001 - a wrong URL, an unreachable server: one line, not a traceback
-        fail(f"cannot open the store at {settings.database_url}: {type(exc).__name__}: "
-             f"{str(exc).splitlines()[0]}")
+        fail(f"cannot open the store at {settings.database_url_shown}: {type(exc).__name__}: "
+             f"{settings.scrub(str(exc).splitlines()[0])}")
     return platform
 
 

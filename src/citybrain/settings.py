@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     district: str = Field("310115", description="Division code of the demo district loaded by `up`.")
     max_batch_entities: int = Field(1000, description="Largest entity batch one request may carry.")
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest request body accepted.")
+    cors_origins: str = Field(
+        "", description="Web origins (scheme://host[:port]) allowed to call the API from a browser, separated by "
+                        "commas; empty = none (the cockpit is served from the API's own origin).")
     store_concurrency: int = Field(8, ge=1, le=256, description=(
         "Store transactions one server process runs at once, and so its pooled connections. About four "
         "per core: more only makes threads and database backends take turns."))
@@ -94,6 +97,28 @@ class Settings(BaseSettings):
             if key:
                 keys[key] = owner or key[:6]
         return keys
+
+    def allowed_origins(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def database_url_shown(self) -> str:
+        """The store URL as it may appear in output and logs: any password replaced by ***."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: show nothing of it
+            return "(the configured store)"
+
+    def scrub(self, text: str) -> str:
+        """`text` (an error message, say) with the store's password, if it has one, replaced by ***."""
+        from urllib.parse import unquote, urlsplit
+
+        password = urlsplit(self.database_url).password
+        for secret in {password, unquote(password)} if password else ():
+            text = text.replace(secret, "***")
+        return text
 
     @property
     def database_url(self) -> str:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from citybrain import __version__
 from citybrain.api import problems
+from citybrain.api.headers import SecurityHeaders
 from citybrain.api.limits import BodySizeLimit
 from citybrain.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from citybrain.platform import Platform
@@ -93,6 +94,12 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
 
     app.add_middleware(AuditMiddleware, platform=platform)  # innermost: it sees the matched route
     app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_body_bytes)
+    if origins := platform.settings.allowed_origins():
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Purpose"], max_age=600)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 
