@@ -14,7 +14,8 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("command", [[], ["up"], ["serve"], ["migrate"], ["import"], ["import", "divisions"],
                                      ["import", "entities"], ["export", "entities"], ["types"], ["audit"],
-                                     ["audit", "verify"], ["audit", "head"], ["audit", "search"]])
+                                     ["audit", "verify"], ["audit", "head"], ["audit", "search"], ["user"],
+                                     ["user", "add"], ["key"], ["key", "create"], ["key", "rotate"]])
 def test_every_command_explains_itself(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

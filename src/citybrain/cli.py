@@ -39,7 +39,7 @@ app.add_typer(export_app, name="export")
 def _add_capability_commands() -> None:
     from citybrain.disposal.catalogue.cli import catalogue_app
     from citybrain.disposal.cli import cases_app, routing_app, supervision_app
-    from citybrain.governance.cli import audit_app
+    from citybrain.governance.cli import audit_app, key_app, user_app
     from citybrain.hotline.cli import hotline_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
@@ -56,6 +56,8 @@ def _add_capability_commands() -> None:
     app.add_typer(hotline_app, name="hotline")
     app.add_typer(traffic_app, name="traffic")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(user_app, name="user")
+    app.add_typer(key_app, name="key")
 
 
 _add_capability_commands()
@@ -132,7 +134,28 @@ def up(
         fail(exc.detail)
     console.print(f"Demo district {counts['name']} ({counts['district']}): {counts['towns']} towns/streets, "
                   f"{counts['villages']} villages/communities, {len(platform.org_tree)} org units in all")
+    _first_admin(settings, platform)
     _serve(settings, platform, workers)
+
+
+def _first_admin(settings: Settings, platform: Any) -> None:
+    """On a store without users, an `admin` with a password made for this installation, printed once."""
+    import secrets
+
+    from citybrain.governance import auth
+
+    with platform.session() as session:
+        if auth.count_users(session):
+            return
+    password = secrets.token_urlsafe(15)
+    auth.add_user(platform, username="admin", password=password, roles=["admin", "district_leader", "auditor"],
+                  display_name="Administrator")
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"[bold]First run:[/bold] user [bold]admin[/bold] created with the password "
+                  f"[bold]{password}[/bold] (shown this once). Sign in with\n"
+                  f"  curl -d username=admin -d password='{password}' {url}/api/v1/auth/token\n"
+                  f"and send the access_token as 'Authorization: Bearer …'; change the password with "
+                  f"`citybrain user passwd admin`, add people with `citybrain user add`.", highlight=False)
 
 
 @app.command()

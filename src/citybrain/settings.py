@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     supervision_interval_s: float = Field(3600.0, gt=0, description="How often recurring problems are looked for.")
     recurring_window_days: float = Field(30.0, gt=0, description="The window a recurring problem is counted in.")
     recurring_min_cases: int = Field(5, ge=2, description="Cases of one type in one place that make a recurring problem.")
+    auth_required: bool = Field(
+        False, description="Refuse requests without credentials (401). Off until org-scoped authorisation "
+                           "lands: then the API answers anonymous callers as before, and an authenticated "
+                           "caller acts as itself (audit records carry the user or key).")
+    secret_key: SecretStr = Field(SecretStr(""), description="Key that signs bearer tokens (32+ characters); "
+                                  "empty = CITYBRAIN_SECRET_KEY_FILE, else `home`/secret.key, made on first use.")
+    secret_key_file: str = Field("", description="File holding the token signing key (e.g. a mounted secret).")
+    token_lifetime_s: float = Field(3600.0, gt=0, le=86400, description="How long a bearer token is valid.")
+    auth_cache_s: float = Field(5.0, ge=0, description="How long a process trusts what it read of a user or key "
+                                "(a disabled user or revoked key is refused within this).")
     pii_hash_key: SecretStr = Field(
         SecretStr(""), description="HMAC key of `hash` masking of personal data (same key → same tags, so "
                                    "cases of one caller link); empty = a fixed development key, not secret.")

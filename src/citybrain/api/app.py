@@ -58,8 +58,16 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
             if dispose_on_shutdown:
                 platform.dispose()
 
-    app = FastAPI(title="CityBrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    from fastapi import Depends
+
+    from citybrain.api.deps import get_context
+    from citybrain.governance.auth import Identities
+
+    # who is calling is settled before every route, in one place (api.deps.get_context)
+    app = FastAPI(title="CityBrain", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(get_context)])
     app.state.platform = platform
+    app.state.identities = Identities(platform)
     app.state.metrics = Metrics()
     problems.install(app)
 

@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from citybrain.core.context import Context
-from citybrain.core.errors import InvalidInput
+from citybrain.core.errors import InvalidInput, Unauthorized
 from citybrain.platform import Platform
 
 
@@ -17,11 +17,31 @@ async def get_platform(request: Request) -> Platform:  # async: a sync dependenc
     return request.app.state.platform
 
 
+# Paths anyone may call: liveness, signing in, the API's own description, and Open311 (its clients
+# authenticate with the GeoReport api_key field)
+OPEN_PATHS = ("/health", "/api/v1/auth/token", "/docs", "/redoc", "/openapi.json", "/open311/")
+
+
 async def get_context(request: Request) -> Context:
-    """The context of this request. Until authentication lands, the actor is the client address and the
-    scope is unrestricted; the governance layer replaces this dependency with the authenticated one."""
-    client = request.client.host if request.client else "unknown"
-    ctx = Context(actor=f"api:{client}", org_scope=None)
+    """Who is calling, for every route (the app runs this before each one): a bearer token
+    (`Authorization: Bearer …`) or an API key (`X-API-Key`) becomes the caller's context; credentials that
+    do not hold are refused (401), never taken as anonymous. Without credentials the caller is its address
+    with no role, unless `auth_required` (then 401, except on the open paths)."""
+    identities = request.app.state.identities
+    authorization = request.headers.get("authorization")
+    api_key = request.headers.get("x-api-key")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization must be 'Bearer <token>' (POST /api/v1/auth/token gives one)")
+        ctx = await identities.from_token(token.strip())
+    elif api_key:
+        ctx = await identities.from_key(api_key.strip())
+    elif request.app.state.platform.settings.auth_required and not request.url.path.startswith(OPEN_PATHS):
+        raise Unauthorized("sign in: POST /api/v1/auth/token for a bearer token, or send an X-API-Key")
+    else:
+        client = request.client.host if request.client else "unknown"
+        ctx = Context(actor=f"api:{client}", org_scope=None)
     request.state.context = ctx  # the audit middleware records the act under this context
     return ctx
 

@@ -43,7 +43,8 @@ HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "
 def install(app: FastAPI) -> None:
     @app.exception_handler(CityBrainError)
     async def _domain(request: Request, exc: CityBrainError) -> Response:
-        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, request=request, errors=exc.errors)
+        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, request=request, errors=exc.errors,
+                                headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -49,3 +49,9 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
 
 
 SYSTEM = Context(id="00000000-0000-7000-8000-000000000000", actor="system")
+
+# What an actor may be (a user or key holds one or more): the district's leaders, the dispatch centre,
+# department handlers, village/community stations, analysts, auditors, the platform's own services, and
+# administrators of users and keys.
+ROLES = ("district_leader", "dispatcher", "department_handler", "village_station", "analyst", "auditor", "system",
+         "admin")

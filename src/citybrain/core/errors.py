@@ -92,3 +92,12 @@ class ServiceUnavailable(CityBrainError):
     status = 503
     title = "Service unavailable"
     slug = "unavailable"
+
+
+class Unauthorized(CityBrainError):
+    """No credentials where they are required, or credentials that do not hold (wrong, expired, revoked)."""
+
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="citybrain"'}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,6 +13,9 @@ from rich.table import Table
 
 from citybrain.cli_support import DbOpt, HomeOpt, console, err_console, fail, moment_option, open_store
 from citybrain.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from citybrain.platform import Platform
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify it, anchor it, search it.",
                         no_args_is_help=True)
@@ -34,16 +39,13 @@ def verify_command(
         expected = audit.parse_anchor(anchor) if anchor else None
     except InvalidInput as exc:
         fail(f"--{exc.detail}")
-    platform = open_store(db, home)
-    try:
+    with _store(db, home) as platform:
         with platform.session() as session:
             total = session.scalar(sa.select(sa.func.count()).select_from(AuditRecordRow)) or 0
             with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=err_console, transient=True) as progress:
                 task = progress.add_task("records", total=total)
                 result = audit.verify(session, anchor=expected, progress=lambda n: progress.advance(task, n))
-    finally:
-        platform.dispose()
     if result.intact:
         console.print(f"[green]intact[/green]: {result.records} records, head {result.head_seq}:{result.head_hash}",
                       highlight=False)
@@ -59,12 +61,9 @@ def head_command(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     `verify --anchor` then proves nothing before it was rewritten or cut off."""
     from citybrain.governance import audit
 
-    platform = open_store(db, home)
-    try:
+    with _store(db, home) as platform:
         with platform.session() as session:
             seq, digest = audit.head(session)
-    finally:
-        platform.dispose()
     console.print(f"{seq}:{digest}", highlight=False)
 
 
@@ -82,8 +81,7 @@ def search_command(
     from citybrain.governance import audit
 
     start, end = moment_option(since, "since"), moment_option(until, "until")
-    platform = open_store(db, home)
-    try:
+    with _store(db, home) as platform:
         with platform.session() as session:
             rows = audit.search(session, actor=actor, action=action, resource=resource, since=start, until=end,
                                 limit=limit)
@@ -91,7 +89,174 @@ def search_command(
             for row in rows:
                 table.add_row(str(row.seq), row.at.strftime("%Y-%m-%d %H:%M:%S"), row.actor, row.action,
                               row.resource, row.outcome, row.purpose or "")
-    finally:
-        platform.dispose()
     console.print(table)
     console.print(f"{len(rows)} records", highlight=False)
+
+
+user_app = typer.Typer(help="People who sign in: add, list, disable, enable, set a password.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys of devices and connected systems: create, list, rotate, revoke.",
+                      no_args_is_help=True)
+
+RolesOpt = Annotated[list[str], typer.Option("--role", help="A role (repeat for several): district_leader, "
+                                             "dispatcher, department_handler, village_station, analyst, "
+                                             "auditor, system, admin.")]
+ScopeOpt = Annotated[list[str] | None, typer.Option(
+    "--scope", help="An org unit code the holder acts within, its descendants included (repeat for several); "
+                    "none = unrestricted.")]
+
+
+@contextmanager
+def _store(db: str, home: Path) -> Iterator[Platform]:
+    """The store for one command: a refusal (bad field, unknown user, conflict) becomes one line naming
+    every field, and the store is closed whatever happens."""
+    from citybrain.core.errors import CityBrainError
+
+    platform = open_store(db, home)
+    try:
+        yield platform
+    except CityBrainError as exc:
+        fail("; ".join(f"{e.field}: {e.reason}" for e in exc.errors) or exc.detail)
+    finally:
+        platform.dispose()
+
+
+def _read_password(password_stdin: bool) -> str:
+    import sys
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument(help="Sign-in name: letters, digits, '.', '-', '_'.")],
+    role: RolesOpt,
+    scope: ScopeOpt = None,
+    display_name: Annotated[str | None, typer.Option(help="Name shown to others.")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first "
+                                                 "line of standard input instead of asking.")] = False,
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Add a user (the password is asked twice, or read with --password-stdin; 12 characters at least)."""
+    from citybrain.governance import auth
+
+    password = _read_password(password_stdin)
+    with _store(db, home) as platform:
+        auth.add_user(platform, username=username, password=password, roles=role, org_scope=scope,
+                      display_name=display_name)
+    console.print(f"user {username} added: roles {', '.join(role)}; scope {', '.join(scope) if scope else 'all'}",
+                  highlight=False)
+
+
+@user_app.command("list")
+def user_list(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
+    """Every user with roles, scope and state."""
+    from citybrain.governance import auth
+
+    with _store(db, home) as platform:
+        with platform.session() as session:
+            users = auth.list_users(session)
+    table = Table("username", "name", "roles", "scope", "state", "since")
+    for user in users:
+        table.add_row(user.username, user.display_name, ", ".join(user.roles),
+                      ", ".join(user.org_scope) if user.org_scope is not None else "all",
+                      "disabled" if user.disabled else "active", user.created_at.strftime("%Y-%m-%d"))
+    console.print(table)
+
+
+def _set_disabled(username: str, disabled: bool, db: str, home: Path) -> None:
+    from citybrain.governance import auth
+
+    with _store(db, home) as platform:
+        auth.set_disabled(platform, username, disabled)
+    console.print(f"user {username} {'disabled' if disabled else 'enabled'}", highlight=False)
+
+
+@user_app.command("disable")
+def user_disable(username: Annotated[str, typer.Argument(help="Sign-in name.")], db: DbOpt = "",
+                 home: HomeOpt = Path(".citybrain")) -> None:
+    """Refuse the user's sign-ins and tokens (within CITYBRAIN_AUTH_CACHE_S seconds on running servers)."""
+    _set_disabled(username, True, db, home)
+
+
+@user_app.command("enable")
+def user_enable(username: Annotated[str, typer.Argument(help="Sign-in name.")], db: DbOpt = "",
+                home: HomeOpt = Path(".citybrain")) -> None:
+    """Let a disabled user sign in again."""
+    _set_disabled(username, False, db, home)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read it from standard input.")] = False,
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Set a user's password."""
+    from citybrain.governance import auth
+
+    password = _read_password(password_stdin)
+    with _store(db, home) as platform:
+        auth.set_password(platform, username, password)
+    console.print(f"password of {username} set", highlight=False)
+
+
+@key_app.command("create")
+def key_create(
+    name: Annotated[str, typer.Argument(help="What holds the key, e.g. 'water-department-system'.")],
+    role: RolesOpt,
+    scope: ScopeOpt = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry (ISO 8601 with zone); none = until revoked.")] = None,
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Make a key and print it once (only its hash is kept): the holder sends it as `X-API-Key`."""
+    from citybrain.governance import auth
+
+    expires_at = moment_option(expires, "expires")
+    with _store(db, home) as platform:
+        made = auth.create_key(platform, name=name, roles=role, org_scope=scope, created_by="cli",
+                               expires_at=expires_at)
+    err_console.print(f"key {made.row.id} for {name} (shown once; keep it secret):", highlight=False)
+    console.print(made.secret, highlight=False)
+
+
+@key_app.command("list")
+def key_list(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
+    """Every key with its holder, roles, scope and state (never the secret)."""
+    from citybrain.governance import auth
+
+    with _store(db, home) as platform:
+        with platform.session() as session:
+            keys = auth.list_keys(session)
+    table = Table("id", "name", "roles", "scope", "state", "created")
+    for key in keys:
+        state = (f"revoked {key.revoked_at:%Y-%m-%d}" + (f" → {key.replaced_by}" if key.replaced_by else "")
+                 if key.revoked_at else f"expires {key.expires_at:%Y-%m-%d}" if key.expires_at else "active")
+        table.add_row(key.id, key.name, ", ".join(key.roles),
+                      ", ".join(key.org_scope) if key.org_scope is not None else "all", state,
+                      key.created_at.strftime("%Y-%m-%d"))
+    console.print(table)
+
+
+@key_app.command("revoke")
+def key_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`key list`).")], db: DbOpt = "",
+               home: HomeOpt = Path(".citybrain")) -> None:
+    """Refuse the key from now on (within CITYBRAIN_AUTH_CACHE_S seconds on running servers)."""
+    from citybrain.governance import auth
+
+    with _store(db, home) as platform:
+        auth.revoke_key(platform, key_id)
+    console.print(f"key {key_id} revoked", highlight=False)
+
+
+@key_app.command("rotate")
+def key_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (`key list`).")], db: DbOpt = "",
+               home: HomeOpt = Path(".citybrain")) -> None:
+    """Replace a key: a new one with the same holder, roles and scope is printed once; the old one is revoked."""
+    from citybrain.governance import auth
+
+    with _store(db, home) as platform:
+        made = auth.rotate_key(platform, key_id, created_by="cli")
+    err_console.print(f"key {key_id} revoked; its replacement {made.row.id} (shown once):", highlight=False)
+    console.print(made.secret, highlight=False)

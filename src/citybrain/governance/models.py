@@ -39,3 +39,36 @@ class AuditRecordRow(Base):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
     __table_args__ = (sa.Index("ix_audit_log_actor_at", "actor", "at"), sa.Index("ix_audit_log_at", "at"))
+
+
+class UserRow(Base):
+    """A person who signs in: an Argon2id password hash, roles and the org units they act within."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    display_name: Mapped[str] = mapped_column(sa.String(200))
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    roles: Mapped[list[str]] = mapped_column(JSONType)
+    org_scope: Mapped[list[str] | None] = mapped_column(JSONType)  # None: unrestricted
+    disabled: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKeyRow(Base):
+    """A key for a device or a connected system. Only the SHA-256 of its secret is kept (the secret is
+    shown once, when the key is made); revoked keys stay, for the audit trail."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    secret_hash: Mapped[str] = mapped_column(sa.String(64))
+    roles: Mapped[list[str]] = mapped_column(JSONType)
+    org_scope: Mapped[list[str] | None] = mapped_column(JSONType)
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replaced_by: Mapped[str | None] = mapped_column(sa.String(32))

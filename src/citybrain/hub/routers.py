@@ -10,6 +10,7 @@ def extra() -> list[APIRouter]:
     from citybrain.disposal.catalogue.router import router as catalogue_router
     from citybrain.disposal.router import router as cases_router
     from citybrain.disposal.router import supervision_router
+    from citybrain.governance.auth_router import router as auth_router
     from citybrain.governance.router import router as audit_router
     from citybrain.hotline.open311 import router as open311_router
     from citybrain.hotline.router import router as hotline_router
@@ -19,4 +20,5 @@ def extra() -> list[APIRouter]:
     from citybrain.traffic.router import router as traffic_router
 
     return [subscriptions_router, systems_router, commands_router, sensing_router, catalogue_router, cases_router,
-            supervision_router, hotline_router, open311_router, traffic_router, audit_router]
+            supervision_router, hotline_router, open311_router, traffic_router, audit_router,
+            auth_router]
