@@ -149,7 +149,7 @@ def _first_admin(settings: Settings, platform: Any) -> None:
             return
     password = secrets.token_urlsafe(15)
     auth.add_user(platform, username="admin", password=password, roles=["admin", "district_leader", "auditor"],
-                  display_name="Administrator")
+                  display_name="Administrator", by=Context(actor="system:first-run"))
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold]First run:[/bold] user [bold]admin[/bold] created with the password "
                   f"[bold]{password}[/bold] (shown this once). Sign in with\n"

@@ -172,3 +172,28 @@ def test_the_first_run_makes_an_admin_with_a_password_of_its_own(live: Platform,
     assert capsys.readouterr().out == ""
     with live.session() as session:
         assert auth.count_users(session) == 1
+
+
+def test_changes_to_users_and_keys_are_audited_without_secrets(live: Platform) -> None:
+    from citybrain.core.context import Context
+
+    admin = Context(actor="user:admin")
+    auth.add_user(live, username="zhao", password=PASSWORD, roles=["analyst"], by=admin)
+    auth.set_disabled(live, "zhao", True, by=admin)
+    made = auth.create_key(live, name="sensors", roles=["system"], org_scope=None, created_by="admin", by=admin)
+    auth.rotate_key(live, made.row.id, created_by="admin", by=admin)
+    from citybrain.governance import audit
+
+    with live.session() as session:
+        records = audit.search(session, actor="user:admin")
+        assert [r.action for r in records] == ["user.add", "user.disable", "key.create", "key.create", "key.revoke"]
+        assert all(PASSWORD not in str(r.detail) and made.secret not in str(r.detail) for r in records)
+        assert records[-1].detail["replaced_by"] == records[-2].resource.removeprefix("key:")
+    assert _verify_chain(live)
+
+
+def _verify_chain(platform: Platform) -> bool:
+    from citybrain.governance import audit
+
+    with platform.session() as session:
+        return audit.verify(session).intact

@@ -28,8 +28,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy.orm import Session
 
-from citybrain.core.context import ROLES, Context
+from citybrain.core.context import ROLES, SYSTEM, Context
 from citybrain.core.errors import Conflict, ErrorCollector, InvalidInput, NotFound, Unauthorized
+from citybrain.governance import audit
 from citybrain.governance.models import ApiKeyRow, UserRow
 
 if TYPE_CHECKING:
@@ -70,8 +71,14 @@ def check_password(password: str) -> None:
 # ------------------------------------------------------------------------------------------------ users
 
 
+def _audited(session: Session, by: Context, action: str, resource: str, at: datetime, **detail: Any) -> None:
+    """Record a change of users or keys in the same transaction as the change (never a password or secret)."""
+    audit.append_in(session, [audit.AuditEntry.of(by, action=action, resource=resource, outcome="ok",
+                                                  client=by.actor.partition(":")[0], detail=detail)], at=at)
+
+
 def add_user(platform: Platform, *, username: str, password: str, roles: list[str],
-             org_scope: list[str] | None = None, display_name: str | None = None) -> UserRow:
+             org_scope: list[str] | None = None, display_name: str | None = None, by: Context = SYSTEM) -> UserRow:
     check_identity_fields(username=username, roles=roles, org_scope=org_scope, platform=platform)
     check_password(password)
     now = platform.clock.now()
@@ -83,6 +90,7 @@ def add_user(platform: Platform, *, username: str, password: str, roles: list[st
                       disabled=False, created_at=now, password_changed_at=now)
         session.add(row)
         session.flush()
+        _audited(session, by, "user.add", f"user:{username}", now, roles=row.roles, org_scope=row.org_scope)
         session.expunge(row)
     return row
 
@@ -95,18 +103,19 @@ def count_users(session: Session) -> int:
     return session.scalar(sa.select(sa.func.count()).select_from(UserRow)) or 0
 
 
-def set_disabled(platform: Platform, username: str, disabled: bool) -> UserRow:
+def set_disabled(platform: Platform, username: str, disabled: bool, *, by: Context = SYSTEM) -> UserRow:
     with platform.transaction() as session:
         row = session.get(UserRow, username)
         if row is None:
             raise NotFound(f"user {username} does not exist")
         row.disabled = disabled
         session.flush()
+        _audited(session, by, "user.disable" if disabled else "user.enable", f"user:{username}", platform.clock.now())
         session.expunge(row)
     return row
 
 
-def set_password(platform: Platform, username: str, password: str) -> None:
+def set_password(platform: Platform, username: str, password: str, *, by: Context = SYSTEM) -> None:
     check_password(password)
     with platform.transaction() as session:
         row = session.get(UserRow, username)
@@ -114,6 +123,7 @@ def set_password(platform: Platform, username: str, password: str) -> None:
             raise NotFound(f"user {username} does not exist")
         row.password_hash = _hasher.hash(password)
         row.password_changed_at = platform.clock.now()
+        _audited(session, by, "user.password", f"user:{username}", row.password_changed_at)
 
 
 def authenticate(session: Session, username: str, password: str) -> UserRow:
@@ -188,7 +198,7 @@ def _secret_hash(secret: str) -> str:
 
 
 def create_key(platform: Platform, *, name: str, roles: list[str], org_scope: list[str] | None, created_by: str,
-               expires_at: datetime | None = None) -> NewKey:
+               expires_at: datetime | None = None, by: Context = SYSTEM) -> NewKey:
     check_identity_fields(roles=roles, org_scope=org_scope, platform=platform)
     if not 1 <= len(name) <= 200:
         raise InvalidInput.at("name", "1-200 characters")
@@ -200,11 +210,14 @@ def create_key(platform: Platform, *, name: str, roles: list[str], org_scope: li
     with platform.transaction() as session:
         session.add(row)
         session.flush()
+        _audited(session, by, "key.create", f"key:{key_id}", row.created_at, name=name, roles=row.roles,
+                 org_scope=row.org_scope)
         session.expunge(row)
     return NewKey(row, whole)
 
 
-def revoke_key(platform: Platform, key_id: str, *, replaced_by: str | None = None) -> ApiKeyRow:
+def revoke_key(platform: Platform, key_id: str, *, replaced_by: str | None = None,
+               by: Context = SYSTEM) -> ApiKeyRow:
     with platform.transaction() as session:
         row = session.get(ApiKeyRow, key_id)
         if row is None:
@@ -212,12 +225,13 @@ def revoke_key(platform: Platform, key_id: str, *, replaced_by: str | None = Non
         if row.revoked_at is None:
             row.revoked_at = platform.clock.now()
             row.replaced_by = replaced_by
+            _audited(session, by, "key.revoke", f"key:{key_id}", row.revoked_at, replaced_by=replaced_by)
         session.flush()
         session.expunge(row)
     return row
 
 
-def rotate_key(platform: Platform, key_id: str, *, created_by: str) -> NewKey:
+def rotate_key(platform: Platform, key_id: str, *, created_by: str, by: Context = SYSTEM) -> NewKey:
     """A new key with the old one's name, roles and scope; the old one is revoked, pointing to it."""
     with platform.session() as session:
         old = session.get(ApiKeyRow, key_id)
@@ -226,8 +240,9 @@ def rotate_key(platform: Platform, key_id: str, *, created_by: str) -> NewKey:
         if old.revoked_at is not None:
             raise Conflict(f"API key {key_id} is revoked already")
         name, roles, scope, expires = old.name, old.roles, old.org_scope, old.expires_at
-    fresh = create_key(platform, name=name, roles=roles, org_scope=scope, created_by=created_by, expires_at=expires)
-    revoke_key(platform, key_id, replaced_by=fresh.row.id)
+    fresh = create_key(platform, name=name, roles=roles, org_scope=scope, created_by=created_by, expires_at=expires,
+                       by=by)
+    revoke_key(platform, key_id, replaced_by=fresh.row.id, by=by)
     return fresh
 
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from citybrain.cli_support import DbOpt, HomeOpt, console, err_console, fail, moment_option, open_store
+from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -105,6 +106,16 @@ ScopeOpt = Annotated[list[str] | None, typer.Option(
                     "none = unrestricted.")]
 
 
+def _operator() -> Context:
+    """The person at the terminal, as audit records name them."""
+    import getpass
+
+    try:
+        return Context(actor=f"cli:{getpass.getuser()}")
+    except Exception:  # noqa: BLE001 - no login name (a container): still a CLI act
+        return Context(actor="cli:unknown")
+
+
 @contextmanager
 def _store(db: str, home: Path) -> Iterator[Platform]:
     """The store for one command: a refusal (bad field, unknown user, conflict) becomes one line naming
@@ -144,7 +155,7 @@ def user_add(
     password = _read_password(password_stdin)
     with _store(db, home) as platform:
         auth.add_user(platform, username=username, password=password, roles=role, org_scope=scope,
-                      display_name=display_name)
+                      display_name=display_name, by=_operator())
     console.print(f"user {username} added: roles {', '.join(role)}; scope {', '.join(scope) if scope else 'all'}",
                   highlight=False)
 
@@ -169,7 +180,7 @@ def _set_disabled(username: str, disabled: bool, db: str, home: Path) -> None:
     from citybrain.governance import auth
 
     with _store(db, home) as platform:
-        auth.set_disabled(platform, username, disabled)
+        auth.set_disabled(platform, username, disabled, by=_operator())
     console.print(f"user {username} {'disabled' if disabled else 'enabled'}", highlight=False)
 
 
@@ -198,7 +209,7 @@ def user_passwd(
 
     password = _read_password(password_stdin)
     with _store(db, home) as platform:
-        auth.set_password(platform, username, password)
+        auth.set_password(platform, username, password, by=_operator())
     console.print(f"password of {username} set", highlight=False)
 
 
@@ -215,8 +226,8 @@ def key_create(
 
     expires_at = moment_option(expires, "expires")
     with _store(db, home) as platform:
-        made = auth.create_key(platform, name=name, roles=role, org_scope=scope, created_by="cli",
-                               expires_at=expires_at)
+        made = auth.create_key(platform, name=name, roles=role, org_scope=scope, created_by=_operator().actor,
+                               expires_at=expires_at, by=_operator())
     err_console.print(f"key {made.row.id} for {name} (shown once; keep it secret):", highlight=False)
     console.print(made.secret, highlight=False)
 
@@ -246,7 +257,7 @@ def key_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`key li
     from citybrain.governance import auth
 
     with _store(db, home) as platform:
-        auth.revoke_key(platform, key_id)
+        auth.revoke_key(platform, key_id, by=_operator())
     console.print(f"key {key_id} revoked", highlight=False)
 
 
@@ -257,6 +268,6 @@ def key_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (`key li
     from citybrain.governance import auth
 
     with _store(db, home) as platform:
-        made = auth.rotate_key(platform, key_id, created_by="cli")
+        made = auth.rotate_key(platform, key_id, created_by=_operator().actor, by=_operator())
     err_console.print(f"key {key_id} revoked; its replacement {made.row.id} (shown once):", highlight=False)
     console.print(made.secret, highlight=False)
