@@ -76,6 +76,10 @@ class Settings(BaseSettings):
                                   "empty = CITYBRAIN_SECRET_KEY_FILE, else `home`/secret.key, made on first use.")
     secret_key_file: str = Field("", description="File holding the token signing key (e.g. a mounted secret).")
     token_lifetime_s: float = Field(3600.0, gt=0, le=86400, description="How long a bearer token is valid.")
+    rate_limit_per_s: float = Field(100.0, ge=0, description="Requests per second one user or API key may send "
+                                    "to one server process (0 = no limit); anonymous callers are not limited.")
+    rate_limit_burst: float = Field(200.0, ge=1, description="Requests a user or key may send at once before the "
+                                    "rate applies.")
     auth_cache_s: float = Field(5.0, ge=0, description="How long a process trusts what it read of a user or key "
                                 "(a disabled user or revoked key is refused within this).")
     pii_hash_key: SecretStr = Field(

@@ -14,6 +14,7 @@ from citybrain import __version__
 from citybrain.api import problems
 from citybrain.api.headers import SecurityHeaders
 from citybrain.api.limits import BodySizeLimit
+from citybrain.api.ratelimit import RateLimiter
 from citybrain.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from citybrain.platform import Platform
 
@@ -68,6 +69,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
                   dependencies=[Depends(get_context)])
     app.state.platform = platform
     app.state.identities = Identities(platform)
+    app.state.rate_limiter = RateLimiter(platform.settings.rate_limit_per_s, platform.settings.rate_limit_burst)
     app.state.metrics = Metrics()
     problems.install(app)
 

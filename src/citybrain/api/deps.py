@@ -35,8 +35,10 @@ async def get_context(request: Request) -> Context:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization must be 'Bearer <token>' (POST /api/v1/auth/token gives one)")
         ctx = await identities.from_token(token.strip())
+        request.app.state.rate_limiter.take(ctx.actor)
     elif api_key:
         ctx = await identities.from_key(api_key.strip())
+        request.app.state.rate_limiter.take(ctx.actor)
     elif request.app.state.platform.settings.auth_required and not request.url.path.startswith(OPEN_PATHS):
         raise Unauthorized("sign in: POST /api/v1/auth/token for a bearer token, or send an X-API-Key")
     else:

@@ -101,3 +101,15 @@ class Unauthorized(CityBrainError):
     title = "Unauthorized"
     slug = "unauthorized"
     headers = {"WWW-Authenticate": 'Bearer realm="citybrain"'}
+
+
+class TooManyRequests(CityBrainError):
+    """A caller over its request rate; `retry_after` says when one more request will be taken."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
