@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from citybrain.core.context import Context
@@ -60,6 +60,10 @@ async def json_body(request: Request) -> Any:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+# A row number in the path: the stores keep 64-bit integers, so a larger one is refused as input (422),
+# not sent to the database to overflow there
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row number (1 … 2^63-1).")]
 ContextDep = Annotated[Context, Depends(get_context)]
 JsonBody = Annotated[Any, Depends(json_body)]
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
-from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, json_response
+from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, RowId, json_response
 from citybrain.api.routing import PathRouter
 from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput, ServiceUnavailable
@@ -198,7 +198,7 @@ async def case_reports(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef
 
 @router.post("/reports/{report_id}/feedback", summary="A reporter's verdict after closure (回访)",
              responses={200: {"model": CaseRead}})
-async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[int, Path(ge=1)],
+async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: RowId,
                    body: Feedback) -> Response:
     """Unresolved or unsatisfied reopens the case."""
     disposal = disposal_of(platform)
@@ -249,7 +249,10 @@ def _window(start: datetime | None, end: datetime | None, clock_now: datetime, d
         if moment is not None and moment.tzinfo is None:
             raise InvalidInput.at(name, "a time with its zone is required, e.g. 2026-12-01T00:00:00+08:00")
     end = end or clock_now + timedelta(seconds=1)  # what happened this second counts
-    start = start or end - timedelta(days=days)
+    try:
+        start = start or end - timedelta(days=days)
+    except OverflowError:  # `to` in the first days of year 1: no window fits before it
+        raise InvalidInput.at("to", f"too early: there is no {days:g}-day window before it") from None
     if start >= end:
         raise InvalidInput.at("from", "must be before `to`")
     return start, end

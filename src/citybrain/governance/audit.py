@@ -219,7 +219,8 @@ def head(session: Session) -> tuple[int, str]:
 def parse_anchor(text: str) -> tuple[int, str]:
     """SEQ:HASH as `citybrain audit head` prints it."""
     seq, _, digest = text.partition(":")
-    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not (seq.isascii() and seq.isdigit()) or not 1 <= int(seq) <= 2**63 - 1 or len(digest) != 64 \
+            or any(c not in "0123456789abcdef" for c in digest):
         raise InvalidInput.at("anchor", "expected SEQ:HASH (a record number and its 64-hex-digit hash), "
                                         "as `citybrain audit head` prints it")
     return int(seq), digest

@@ -24,7 +24,7 @@ async def search_audit(
     resource: Annotated[str | None, Query(max_length=500, description="Resources starting with this path.")] = None,
     since: Annotated[datetime | None, Query(description="From this time on (ISO 8601 with zone).")] = None,
     until: Annotated[datetime | None, Query(description="Before this time.")] = None,
-    after: Annotated[int, Query(ge=0, description="Records after this seq (the previous page's `next_after`).")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Records after this seq (the previous page's `next_after`).")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     for name, moment in (("since", since), ("until", until)):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path, Query
+from fastapi import Query
 from fastapi.responses import Response
 from pydantic import Field
 
-from citybrain.api.deps import ContextDep, PlatformDep, json_response
+from citybrain.api.deps import ContextDep, PlatformDep, RowId, json_response
 from citybrain.api.routing import PathRouter
 from citybrain.core.errors import NotFound, ServiceUnavailable
 from citybrain.disposal import flows, service
@@ -45,7 +45,7 @@ async def take(platform: PlatformDep, ctx: ContextDep, body: ComplaintCreate) ->
 
 
 @router.get("/complaints/{report_id}", summary="Follow a complaint: its case's status and steps")
-async def follow(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[int, Path(ge=1)]) -> Response:
+async def follow(platform: PlatformDep, ctx: ContextDep, report_id: RowId) -> Response:
     mask = masker_for(ctx)
 
     def work() -> dict[str, Any]:
@@ -67,7 +67,7 @@ async def follow(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[in
 
 
 @router.post("/complaints/{report_id}/feedback", summary="The citizen's verdict after closure (回访)")
-async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: Annotated[int, Path(ge=1)],
+async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: RowId,
                    body: Feedback) -> Response:
     """Unresolved or unsatisfied reopens the case."""
     disposal = disposal_of(platform)

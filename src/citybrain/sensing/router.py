@@ -245,7 +245,8 @@ class DeadLetterReplay(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = Field(None, max_length=10_000, description="These dead letters")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(None, max_length=10_000,
+                                                                       description="These dead letters")
     deviceId: str | None = Field(None, max_length=64, description="Those of one device")
     reason: str | None = Field(None, max_length=200, description="Those whose reason contains this text")
     since: AwareDatetime | None = Field(None, description="Those received at or after this time")

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Fuzz the running API from its OpenAPI document (Schemathesis), more cases than CI runs.
+
+Starts a real `citybrain up` (Xihu district, a live cologne1 traffic twin) on a free port, sends
+`--per-operation` generated requests to every operation, and counts the 5xx answers (each one listed).
+Prints a table, appends to BENCHMARKS.md and writes bench/results/security.json (fuzz_cases, fuzz_5xx,
+fuzz_operations; the fault-test figures join it when those land).
+
+    .venv/bin/python bench/fuzz.py [--per-operation 100] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import recording  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tests.fuzzing import fuzz, running_server  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-operation", type=int, default=100, help="generated requests per operation")
+    parser.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory() as home:
+        with running_server(Path(home)) as base, console.status("fuzzing") as status:
+            report = fuzz(base, args.per_operation, progress=lambda label: status.update(f"fuzzing: {label}"))
+    figures = {"fuzz_operations": report.operations, "fuzz_cases": report.cases,
+               "fuzz_5xx": len(report.server_errors), "fuzz_seconds": round(report.seconds, 1)}
+    table = Table("figure", "value", title="API fuzz (Schemathesis)")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:,}")
+    console.print(table)
+    for failure in report.server_errors:
+        console.print(f"[red]5xx[/red] {failure}", highlight=False)
+    if not args.no_record:
+        target = ROOT / "bench" / "results" / "security.json"
+        existing = json.loads(target.read_text()) if target.exists() else {}
+        recording.write_json("security", {**existing, **figures})
+        recording.append_section("fuzz", "fuzz.py", [
+            *recording.figure_table(figures), "",
+            f"{args.per_operation} generated requests per operation of the OpenAPI document against a real "
+            "`citybrain up` (Xihu, live cologne1 twin); a 5xx is a failure. Checked: no server error. Not "
+            "yet checked: responses against their declared schemas."])
+    if report.server_errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
