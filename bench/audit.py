@@ -21,18 +21,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import recording  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import track  # noqa: E402
-from rich.table import Table  # noqa: E402
+import recording
+from fastapi.testclient import TestClient
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
 
-from citybrain.api.app import create_app  # noqa: E402
-from citybrain.core.context import Context  # noqa: E402
-from citybrain.governance import audit  # noqa: E402
-from citybrain.governance.middleware import AuditMiddleware  # noqa: E402
-from citybrain.platform import Platform  # noqa: E402
-from citybrain.settings import Settings  # noqa: E402
+from citybrain.api.app import create_app
+from citybrain.core.context import Context
+from citybrain.governance import audit
+from citybrain.governance.middleware import AuditMiddleware
+from citybrain.platform import Platform
+from citybrain.settings import Settings
 
 
 def client_for(platform: Platform, *, audited: bool) -> TestClient:
@@ -42,14 +42,14 @@ def client_for(platform: Platform, *, audited: bool) -> TestClient:
     return TestClient(app)
 
 
-def app_for(platform: Platform, *, audited: bool):  # noqa: ANN201 - a FastAPI app
+def app_for(platform: Platform, *, audited: bool):
     app = create_app(platform, manage_lifecycle=False)
     if not audited:
         app.user_middleware = [m for m in app.user_middleware if m.cls is not AuditMiddleware]
     return app
 
 
-def concurrent_block(app, prefix: str, count: int, concurrency: int) -> float:  # noqa: ANN001
+def concurrent_block(app, prefix: str, count: int, concurrency: int) -> float:
     import asyncio
 
     import httpx
@@ -140,10 +140,10 @@ def main() -> None:
         recording.append_section("audit", "audit.py", [
             *recording.figure_table(figures),
             "",
-            f"Medians of {args.blocks} alternating blocks of {args.writes} HTTP writes each, through the whole "
+            (f"Medians of {args.blocks} alternating blocks of {args.writes} HTTP writes each, through the whole "
             "app: one client at a time (TestClient; each audited write adds its own audit transaction before "
             f"the response goes out) and {args.concurrency} clients at once in one event loop (httpx over "
-            "ASGI; concurrent records share a transaction)."])
+            "ASGI; concurrent records share a transaction).")])
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import recording  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import recording
+from rich.console import Console
+from rich.table import Table
 
-from tests.fuzzing import fuzz, running_server  # noqa: E402
+from tests.fuzzing import fuzz, running_server
 
 
 def main() -> None:
@@ -34,9 +34,9 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     console = Console()
-    with tempfile.TemporaryDirectory() as home:
-        with running_server(Path(home)) as base, console.status("fuzzing") as status:
-            report = fuzz(base, args.per_operation, progress=lambda label: status.update(f"fuzzing: {label}"))
+    with tempfile.TemporaryDirectory() as home, running_server(Path(home)) as base, \
+            console.status("fuzzing") as status:
+        report = fuzz(base, args.per_operation, progress=lambda label: status.update(f"fuzzing: {label}"))
     figures = {"fuzz_operations": report.operations, "fuzz_cases": report.cases,
                "fuzz_5xx": len(report.server_errors), "fuzz_seconds": round(report.seconds, 1)}
     table = Table("figure", "value", title="API fuzz (Schemathesis)")
@@ -51,9 +51,9 @@ def main() -> None:
         recording.write_json("security", {**existing, **figures})
         recording.append_section("fuzz", "fuzz.py", [
             *recording.figure_table(figures), "",
-            f"{args.per_operation} generated requests per operation of the OpenAPI document against a real "
+            (f"{args.per_operation} generated requests per operation of the OpenAPI document against a real "
             "`citybrain up` (Xihu, live cologne1 twin); a 5xx is a failure. Checked: no server error. Not "
-            "yet checked: responses against their declared schemas."])
+            "yet checked: responses against their declared schemas.")])
     if report.server_errors:
         raise SystemExit(1)
 

@@ -65,7 +65,7 @@ def running_server(home: Path, *, district: str = "xihu", twin: str = "cologne1"
         log.close()
 
 
-def fuzz(base: str, per_operation: int, *, progress=None) -> FuzzReport:  # noqa: ANN001 - a callable or None
+def fuzz(base: str, per_operation: int, *, progress=None) -> FuzzReport:
     """`per_operation` generated requests for every operation of the server's OpenAPI document."""
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
@@ -80,13 +80,13 @@ def fuzz(base: str, per_operation: int, *, progress=None) -> FuzzReport:  # noqa
         @given(case=operation.as_strategy())
         @settings(max_examples=per_operation, deadline=None, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        def run(case) -> None:  # noqa: ANN001 - a Schemathesis case
+        def run(case) -> None:  # called at once, within this round of the loop
             report.cases += 1
             response = case.call(timeout=60)
             if response.status_code >= 500:
                 report.server_errors.append(
-                    f"{operation.label} -> {response.status_code}: path {case.path_parameters} query {case.query} "
-                    f"body {str(case.body)[:200]}")
+                    f"{case.operation.label} -> {response.status_code}: path {case.path_parameters} "
+                    f"query {case.query} body {str(case.body)[:200]}")
 
         run()
         if progress is not None:

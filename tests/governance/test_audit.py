@@ -5,6 +5,7 @@ appends, and what the API middleware records (writes and reads of personal data,
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import pytest
 import sqlalchemy as sa
@@ -57,7 +58,7 @@ def test_records_chain_onto_each_other_and_verify(platform: Platform) -> None:
         rows = audit.search(session, limit=10)
         assert [row.seq for row in rows] == [1, 2, 3, 4, 5]
         assert rows[0].prev_hash == audit.GENESIS
-        assert all(later.prev_hash == earlier.hash for earlier, later in zip(rows, rows[1:]))
+        assert all(later.prev_hash == earlier.hash for earlier, later in pairwise(rows))
         assert rows[0].org_scope == ["330106"] and rows[0].detail == {"number": 1}
         assert audit.head(session) == (5, rows[-1].hash)
     result = _verify(platform)
@@ -146,7 +147,7 @@ def test_the_api_records_writes_and_reads_of_personal_data_but_not_other_reads(c
     assert [(r["action"], r["outcome"]) for r in records] == [
         ("POST /api/v1/cases", "201"), ("POST /api/v1/cases", "422"),
         ("GET /api/v1/cases/{case_ref}/reports", "200")]
-    created, refused, read = records
+    created, _refused, read = records
     assert created["actor"] == "api:testclient" and created["purpose"] == "citizen called 12345"
     assert created["context_id"] and created["resource"] == "/api/v1/cases"
     assert read["resource"] == f"/api/v1/cases/{case_id}/reports" and read["detail"]["personal_data"] is True

@@ -17,7 +17,7 @@ def test_generated_requests_never_get_a_server_error(tmp_path: Path) -> None:
     assert report.server_errors == []
 
 
-def test_what_the_fuzzer_found_is_refused_as_input(client) -> None:  # noqa: ANN001 - the API test client
+def test_what_the_fuzzer_found_is_refused_as_input(client) -> None:
     # each of these answered 500 before: a number past 64 bits sent to the store, a superscript digit that
     # str.isdigit() accepts and int() does not, a window reaching before year 1
     too_big = 2**64

@@ -14,8 +14,8 @@ from citybrain import __version__
 from citybrain.api import problems
 from citybrain.api.headers import SecurityHeaders
 from citybrain.api.limits import BodySizeLimit
-from citybrain.api.ratelimit import RateLimiter
 from citybrain.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from citybrain.api.ratelimit import RateLimiter
 from citybrain.platform import Platform
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,7 @@ class Unauthorized(CityBrainError):
     status = 401
     title = "Unauthorized"
     slug = "unauthorized"
-    headers = {"WWW-Authenticate": 'Bearer realm="citybrain"'}
+    headers: ClassVar[Mapping[str, str]] = MappingProxyType({"WWW-Authenticate": 'Bearer realm="citybrain"'})
 
 
 class TooManyRequests(CityBrainError):

@@ -40,13 +40,12 @@ def verify_command(
         expected = audit.parse_anchor(anchor) if anchor else None
     except InvalidInput as exc:
         fail(f"--{exc.detail}")
-    with _store(db, home) as platform:
-        with platform.session() as session:
-            total = session.scalar(sa.select(sa.func.count()).select_from(AuditRecordRow)) or 0
-            with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=err_console, transient=True) as progress:
-                task = progress.add_task("records", total=total)
-                result = audit.verify(session, anchor=expected, progress=lambda n: progress.advance(task, n))
+    with _store(db, home) as platform, platform.session() as session:
+        total = session.scalar(sa.select(sa.func.count()).select_from(AuditRecordRow)) or 0
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True) as progress:
+            task = progress.add_task("records", total=total)
+            result = audit.verify(session, anchor=expected, progress=lambda n: progress.advance(task, n))
     if result.intact:
         console.print(f"[green]intact[/green]: {result.records} records, head {result.head_seq}:{result.head_hash}",
                       highlight=False)
@@ -62,9 +61,8 @@ def head_command(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     `verify --anchor` then proves nothing before it was rewritten or cut off."""
     from citybrain.governance import audit
 
-    with _store(db, home) as platform:
-        with platform.session() as session:
-            seq, digest = audit.head(session)
+    with _store(db, home) as platform, platform.session() as session:
+        seq, digest = audit.head(session)
     console.print(f"{seq}:{digest}", highlight=False)
 
 
@@ -82,14 +80,13 @@ def search_command(
     from citybrain.governance import audit
 
     start, end = moment_option(since, "since"), moment_option(until, "until")
-    with _store(db, home) as platform:
-        with platform.session() as session:
-            rows = audit.search(session, actor=actor, action=action, resource=resource, since=start, until=end,
-                                limit=limit)
-            table = Table("seq", "at (UTC)", "actor", "action", "resource", "outcome", "purpose")
-            for row in rows:
-                table.add_row(str(row.seq), row.at.strftime("%Y-%m-%d %H:%M:%S"), row.actor, row.action,
-                              row.resource, row.outcome, row.purpose or "")
+    with _store(db, home) as platform, platform.session() as session:
+        rows = audit.search(session, actor=actor, action=action, resource=resource, since=start, until=end,
+                            limit=limit)
+        table = Table("seq", "at (UTC)", "actor", "action", "resource", "outcome", "purpose")
+        for row in rows:
+            table.add_row(str(row.seq), row.at.strftime("%Y-%m-%d %H:%M:%S"), row.actor, row.action,
+                          row.resource, row.outcome, row.purpose or "")
     console.print(table)
     console.print(f"{len(rows)} records", highlight=False)
 
@@ -165,9 +162,8 @@ def user_list(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     """Every user with roles, scope and state."""
     from citybrain.governance import auth
 
-    with _store(db, home) as platform:
-        with platform.session() as session:
-            users = auth.list_users(session)
+    with _store(db, home) as platform, platform.session() as session:
+        users = auth.list_users(session)
     table = Table("username", "name", "roles", "scope", "state", "since")
     for user in users:
         table.add_row(user.username, user.display_name, ", ".join(user.roles),
@@ -237,9 +233,8 @@ def key_list(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     """Every key with its holder, roles, scope and state (never the secret)."""
     from citybrain.governance import auth
 
-    with _store(db, home) as platform:
-        with platform.session() as session:
-            keys = auth.list_keys(session)
+    with _store(db, home) as platform, platform.session() as session:
+        keys = auth.list_keys(session)
     table = Table("id", "name", "roles", "scope", "state", "created")
     for key in keys:
         state = (f"revoked {key.revoked_at:%Y-%m-%d}" + (f" → {key.replaced_by}" if key.replaced_by else "")

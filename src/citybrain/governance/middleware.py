@@ -49,12 +49,14 @@ class AuditMiddleware:
                 route = scope.get("route")
                 personal = bool((getattr(route, "openapi_extra", None) or {}).get(PERSONAL_DATA_MARK))
                 if scope["method"] in WRITE_METHODS or personal:
-                    await self._record(scope, route, message["status"], personal)
+                    request_id = await self._record(scope, route, message["status"], personal)
+                    # the caller can name the act to an auditor: the record's context_id
+                    message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         await self.app(scope, receive, audited_send)
 
-    async def _record(self, scope: dict[str, Any], route: Any, status: int, personal: bool) -> None:
+    async def _record(self, scope: dict[str, Any], route: Any, status: int, personal: bool) -> str:
         client = scope.get("client")
         host = client[0] if client else "unknown"
         ctx = (scope.get("state") or {}).get("context")
@@ -74,3 +76,4 @@ class AuditMiddleware:
         except Exception:  # the act itself is done; its record is what failed: say so loudly
             log.exception("audit record for %s %s (actor %s, status %s) could not be written",
                           scope["method"], scope["path"], ctx.actor, status)
+        return ctx.id
