@@ -205,13 +205,15 @@ class GuardedPressure(SignalController):
     def _links_fed(self, tls_id: str, phase: int, seen: TlsObservation, towards: str) -> set[str]:
         """The short links towards light `towards` that the phase lets a lane's first vehicle drive into."""
         links_out = self._short_links_out[tls_id]
-        fed = set()
-        for served in self._served[tls_id].get(phase, ()):
-            approach = seen.approaches.get(served.incoming)
-            heads_for = approach.front_heads_for if approach is not None else ""
-            if heads_for in served.outgoing and links_out.get(heads_for) == towards:
-                fed.add(heads_for)
-        return fed
+        return {link for served in self._served[tls_id].get(phase, ())
+                if (link := self._short_link_entered(tls_id, served, seen)) and links_out[link] == towards}
+
+    def _short_link_entered(self, tls_id: str, served: _ServedLane, seen: TlsObservation) -> str:
+        """The short link into another light's approach that the lane's first vehicle drives into in this
+        green ("" when it heads elsewhere or the lane is empty)."""
+        approach = seen.approaches.get(served.incoming)
+        heads_for = approach.front_heads_for if approach is not None else ""
+        return heads_for if heads_for in served.outgoing and heads_for in self._short_links_out[tls_id] else ""
 
     def _front_waits(self, served: _ServedLane, seen: TlsObservation) -> bool:
         """The lane's first vehicle heads for a movement this phase leaves red."""
@@ -225,10 +227,8 @@ class GuardedPressure(SignalController):
                                    blocked: set[str]) -> bool:
         """The lane's first vehicle would drive, in this green, into a blocked lane shorter than
         SHORT_EXIT that is another light's approach."""
-        approach = seen.approaches.get(served.incoming)
-        heads_for = approach.front_heads_for if approach is not None else ""
-        return heads_for in served.outgoing and heads_for in blocked \
-            and heads_for in self._short_links_out[tls_id]
+        link = self._short_link_entered(tls_id, served, seen)
+        return bool(link) and link in blocked
 
     def _choose(self, tls_id: str, phases: dict[int, tuple[_ServedLane, ...]], seen: TlsObservation) -> int:
         settings = self.settings
