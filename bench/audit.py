@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recording
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.progress import track
@@ -35,21 +36,20 @@ from citybrain.platform import Platform
 from citybrain.settings import Settings
 
 
-def client_for(platform: Platform, *, audited: bool) -> TestClient:
+def app_for(platform: Platform, *, audited: bool) -> FastAPI:
     app = create_app(platform, manage_lifecycle=False)
     if not audited:  # before the first request: the middleware stack is built then
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not AuditMiddleware]
-    return TestClient(app)
-
-
-def app_for(platform: Platform, *, audited: bool):
-    app = create_app(platform, manage_lifecycle=False)
-    if not audited:
         app.user_middleware = [m for m in app.user_middleware if m.cls is not AuditMiddleware]
     return app
 
 
-def concurrent_block(app, prefix: str, count: int, concurrency: int) -> float:
+def streetlight(prefix: str, number: int) -> dict[str, object]:
+    """The body of one write: a new Streetlight."""
+    return {"id": f"urn:ngsi-ld:Streetlight:{prefix}-{number}", "type": "Streetlight",
+            "powerState": {"type": "Property", "value": "on"}}
+
+
+def concurrent_block(app: FastAPI, prefix: str, count: int, concurrency: int) -> float:
     import asyncio
 
     import httpx
@@ -59,9 +59,7 @@ def concurrent_block(app, prefix: str, count: int, concurrency: int) -> float:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             async def worker(offset: int) -> None:
                 for number in range(offset, count, concurrency):
-                    body = {"id": f"urn:ngsi-ld:Streetlight:{prefix}-{number}", "type": "Streetlight",
-                            "powerState": {"type": "Property", "value": "on"}}
-                    answer = await client.post("/api/v1/entities", json=body)
+                    answer = await client.post("/api/v1/entities", json=streetlight(prefix, number))
                     if answer.status_code != 201:
                         raise SystemExit(f"write refused: {answer.status_code} {answer.text}")
 
@@ -75,9 +73,7 @@ def concurrent_block(app, prefix: str, count: int, concurrency: int) -> float:
 def write_block(client: TestClient, prefix: str, count: int) -> float:
     started = time.perf_counter()
     for number in range(count):
-        body = {"id": f"urn:ngsi-ld:Streetlight:{prefix}-{number}", "type": "Streetlight",
-                "powerState": {"type": "Property", "value": "on"}}
-        answer = client.post("/api/v1/entities", json=body)
+        answer = client.post("/api/v1/entities", json=streetlight(prefix, number))
         if answer.status_code != 201:
             raise SystemExit(f"write refused: {answer.status_code} {answer.text}")
     return count / (time.perf_counter() - started)
@@ -99,7 +95,7 @@ def main() -> None:
         platform.migrate()
         platform.load_state()
         rates: dict[bool, list[float]] = {True: [], False: []}
-        clients = {audited: client_for(platform, audited=audited) for audited in (True, False)}
+        clients = {audited: TestClient(app_for(platform, audited=audited)) for audited in (True, False)}
         for block in track(range(args.blocks * 2), description="writes", console=console):
             audited = block % 2 == 0
             rates[audited].append(write_block(clients[audited], f"b{block}", args.writes))

@@ -11,7 +11,6 @@ and audit_chain_intact into bench/results/security.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -48,9 +47,7 @@ def main() -> None:
         table.add_row(key, str(value))
     console.print(table)
     if not args.no_record:
-        target = ROOT / "bench" / "results" / "security.json"
-        existing = json.loads(target.read_text()) if target.exists() else {}
-        recording.write_json("security", {**existing, **figures})
+        recording.merge_json("security", figures)
         recording.append_section("faults", "faults.py", [
             *recording.figure_table(figures), "",
             (f"`citybrain serve` on SQLite, {args.clients} clients creating entities, killed with SIGKILL after a "

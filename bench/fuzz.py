@@ -12,7 +12,6 @@ fuzz_operations; the fault-test figures join it when those land).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -46,9 +45,7 @@ def main() -> None:
     for failure in report.server_errors:
         console.print(f"[red]5xx[/red] {failure}", highlight=False)
     if not args.no_record:
-        target = ROOT / "bench" / "results" / "security.json"
-        existing = json.loads(target.read_text()) if target.exists() else {}
-        recording.write_json("security", {**existing, **figures})
+        recording.merge_json("security", figures)
         recording.append_section("fuzz", "fuzz.py", [
             *recording.figure_table(figures), "",
             (f"{args.per_operation} generated requests per operation of the OpenAPI document against a real "

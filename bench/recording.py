@@ -39,6 +39,14 @@ def write_json(name: str, figures: dict[str, Any]) -> Path:
     return target
 
 
+def merge_json(name: str, figures: dict[str, Any]) -> Path:
+    """`write_json` for a file several benchmarks fill (bench/results/security.json): their figures are kept,
+    these replaced."""
+    target = ROOT / "bench" / "results" / f"{name}.json"
+    existing = json.loads(target.read_text(encoding="utf-8")) if target.exists() else {}
+    return write_json(name, {**existing, **figures})
+
+
 def append_section(name: str, script: str, body: list[str], *, date: str | None = None) -> None:
     """`## name — date`, the command and the machine, then `body` (Markdown lines)."""
     when = date or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.fuzzing import free_port
+from tests.servers import free_port, start_citybrain
 
 
 @dataclass
@@ -34,22 +32,6 @@ class FaultReport:
     audit_records: int = 0
 
 
-def _start(home: Path, port: int) -> subprocess.Popen[bytes]:
-    log = (home / "server.log").open("ab")
-    server = subprocess.Popen([sys.executable, "-m", "citybrain", "serve", "--home", str(home), "--port", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not come up: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-
-
 def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
                  load_seconds: tuple[float, float] = (0.5, 2.5), progress=None) -> FaultReport:
     rng = random.Random(seed)
@@ -58,7 +40,7 @@ def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
     report = FaultReport()
     lock = threading.Lock()
     for cycle in range(cycles):
-        server = _start(home, port)
+        server = start_citybrain(home, port, "serve")
         stop = threading.Event()
 
         def load(worker: int, cycle: int = cycle, stop: threading.Event = stop) -> None:

@@ -9,16 +9,13 @@ The server is a real `citybrain up` process on a free port with the Xihu distric
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from tests.servers import free_port, start_citybrain, stop
 
 
 @dataclass
@@ -29,40 +26,16 @@ class FuzzReport:
     seconds: float = 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def running_server(home: Path, *, district: str = "xihu", twin: str = "cologne1") -> Iterator[str]:
     """A `citybrain up` process; yields its base URL once /health answers, and stops it after."""
     port = free_port()
-    env = {**os.environ, "CITYBRAIN_TRAFFIC_SCENARIO": twin}
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "citybrain", "up", "--home", str(home), "--port", str(port),
-                               "--district", district], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = start_citybrain(home, port, "up", "--district", district,
+                             env={**os.environ, "CITYBRAIN_TRAFFIC_SCENARIO": twin}, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not come up: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        stop(server)
 
 
 def fuzz(base: str, per_operation: int, *, progress=None) -> FuzzReport:

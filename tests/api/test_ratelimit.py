@@ -29,8 +29,8 @@ def test_a_burst_then_the_rate_per_caller() -> None:
 
 def test_a_key_over_its_rate_gets_429_and_others_go_on(platform: Platform) -> None:
     platform.settings = platform.settings.model_copy(update={"rate_limit_per_s": 0.5, "rate_limit_burst": 3})
-    busy = auth.create_key(platform, name="chatty", roles=["system"], org_scope=None, created_by="test")
-    quiet = auth.create_key(platform, name="quiet", roles=["system"], org_scope=None, created_by="test")
+    busy = auth.create_key(platform, name="chatty", roles=["system"], org_scope=None)
+    quiet = auth.create_key(platform, name="quiet", roles=["system"], org_scope=None)
     with TestClient(create_app(platform)) as client:
         answers = [client.get("/api/v1/auth/me", headers={"X-API-Key": busy.secret}) for _ in range(5)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]

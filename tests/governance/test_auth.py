@@ -81,7 +81,7 @@ def test_a_disabled_user_is_refused_with_a_token_still_valid(live: Platform) -> 
 
 
 def test_an_api_key_is_shown_once_kept_hashed_revoked_and_rotated(live: Platform, clock: FrozenClock) -> None:
-    made = auth.create_key(live, name="water-department", roles=["system"], org_scope=None, created_by="test")
+    made = auth.create_key(live, name="water-department", roles=["system"], org_scope=None)
     with live.session() as session:
         stored = session.get(ApiKeyRow, made.row.id)
         assert stored is not None and made.secret not in (stored.secret_hash, stored.name)
@@ -91,13 +91,13 @@ def test_an_api_key_is_shown_once_kept_hashed_revoked_and_rotated(live: Platform
 
         assert me(made.secret)["actor"] == f"key:{made.row.id}"
         assert me(made.secret[:-1] + "x")["status"] == 401
-        fresh = auth.rotate_key(live, made.row.id, created_by="test")
+        fresh = auth.rotate_key(live, made.row.id)
         assert me(fresh.secret)["roles"] == ["system"]
         refused = me(made.secret)
         assert refused["status"] == 401 and f"replaced by {fresh.row.id}" in refused["detail"]
         auth.revoke_key(live, fresh.row.id)
         assert me(fresh.secret)["status"] == 401
-        brief = auth.create_key(live, name="pilot", roles=["analyst"], org_scope=None, created_by="test",
+        brief = auth.create_key(live, name="pilot", roles=["analyst"], org_scope=None,
                                 expires_at=clock.now() + timedelta(hours=1))
         assert me(brief.secret)["actor"] == f"key:{brief.row.id}"
         clock.advance(hours=2)
@@ -180,8 +180,8 @@ def test_changes_to_users_and_keys_are_audited_without_secrets(live: Platform) -
     admin = Context(actor="user:admin")
     auth.add_user(live, username="zhao", password=PASSWORD, roles=["analyst"], by=admin)
     auth.set_disabled(live, "zhao", True, by=admin)
-    made = auth.create_key(live, name="sensors", roles=["system"], org_scope=None, created_by="admin", by=admin)
-    auth.rotate_key(live, made.row.id, created_by="admin", by=admin)
+    made = auth.create_key(live, name="sensors", roles=["system"], org_scope=None, by=admin)
+    auth.rotate_key(live, made.row.id, by=admin)
     from citybrain.governance import audit
 
     with live.session() as session:

@@ -65,12 +65,9 @@ def _moment(at: datetime) -> str:
 
 def canonical(row: AuditRecordRow) -> bytes:
     """The bytes a record's hash covers: every field but the hash, as sorted-key JSON."""
-    return orjson.dumps({
-        "seq": row.seq, "id": row.id, "at": _moment(row.at), "actor": row.actor, "action": row.action,
-        "resource": row.resource, "outcome": row.outcome, "purpose": row.purpose, "context_id": row.context_id,
-        "parent_id": row.parent_id, "org_scope": list(row.org_scope) if row.org_scope is not None else None,
-        "client": row.client, "detail": row.detail, "prev_hash": row.prev_hash,
-    }, option=orjson.OPT_SORT_KEYS)
+    view = record_view(row)
+    del view["hash"]
+    return orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
 
 
 def chain_hash(row: AuditRecordRow) -> str:
@@ -81,9 +78,7 @@ def append_in(session: Session, entries: Sequence[AuditEntry], *, at: datetime) 
     """Append records within the caller's write transaction (so a write and its records commit together)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
-    last = session.execute(sa.select(AuditRecordRow.seq, AuditRecordRow.hash)
-                           .order_by(AuditRecordRow.seq.desc()).limit(1)).first()
-    seq, prev_hash = (last[0], last[1]) if last is not None else (0, GENESIS)
+    seq, prev_hash = head(session)
     rows = []
     for entry in entries:
         seq += 1
@@ -246,6 +241,7 @@ def search(session: Session, *, actor: str | None = None, action: str | None = N
 
 
 def record_view(row: AuditRecordRow) -> dict[str, Any]:
+    """A record as JSON: what the API answers, and (without the hash) what the hash covers."""
     return {"seq": row.seq, "id": row.id, "at": _moment(row.at), "actor": row.actor, "action": row.action,
             "resource": row.resource, "outcome": row.outcome, "purpose": row.purpose,
             "context_id": row.context_id, "parent_id": row.parent_id, "org_scope": row.org_scope,

@@ -143,12 +143,19 @@ def authenticate(session: Session, username: str, password: str) -> UserRow:
 # ------------------------------------------------------------------------------------------------ tokens
 
 
+# signing keys read from files, by path: read once per process, not on every request (a new key file
+# takes effect when the servers restart)
+_keys_read: dict[Path, bytes] = {}
+
+
 def signing_key(settings: Settings) -> bytes:
     """The HS256 key (see the module docstring for where it comes from)."""
     given = settings.secret_key.get_secret_value()
     if given:
         return given.encode()
     path = Path(settings.secret_key_file) if settings.secret_key_file else settings.home / "secret.key"
+    if path in _keys_read:
+        return _keys_read[path]
     if settings.secret_key_file and not path.exists():
         raise InvalidInput.at("CITYBRAIN_SECRET_KEY_FILE", f"{path} does not exist")
     if not path.exists():
@@ -159,7 +166,8 @@ def signing_key(settings: Settings) -> bytes:
     key = path.read_text(encoding="utf-8").strip()
     if len(key) < 32:
         raise InvalidInput.at("secret_key", f"{path}: at least 32 characters")
-    return key.encode()
+    _keys_read[path] = key.encode()
+    return _keys_read[path]
 
 
 def issue_token(platform: Platform, user: UserRow) -> tuple[str, int]:
@@ -197,15 +205,16 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(platform: Platform, *, name: str, roles: list[str], org_scope: list[str] | None, created_by: str,
+def create_key(platform: Platform, *, name: str, roles: list[str], org_scope: list[str] | None,
                expires_at: datetime | None = None, by: Context = SYSTEM) -> NewKey:
+    """A new key made by `by`; its whole secret is in the answer, only its hash in the store."""
     check_identity_fields(roles=roles, org_scope=org_scope, platform=platform)
     if not 1 <= len(name) <= 200:
         raise InvalidInput.at("name", "1-200 characters")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     whole = f"{KEY_PREFIX}_{key_id}_{secret}"
     row = ApiKeyRow(id=key_id, name=name, secret_hash=_secret_hash(whole), roles=list(dict.fromkeys(roles)),
-                    org_scope=list(org_scope) if org_scope is not None else None, created_by=created_by,
+                    org_scope=list(org_scope) if org_scope is not None else None, created_by=by.actor,
                     created_at=platform.clock.now(), expires_at=expires_at, revoked_at=None, replaced_by=None)
     with platform.transaction() as session:
         session.add(row)
@@ -231,7 +240,7 @@ def revoke_key(platform: Platform, key_id: str, *, replaced_by: str | None = Non
     return row
 
 
-def rotate_key(platform: Platform, key_id: str, *, created_by: str, by: Context = SYSTEM) -> NewKey:
+def rotate_key(platform: Platform, key_id: str, *, by: Context = SYSTEM) -> NewKey:
     """A new key with the old one's name, roles and scope; the old one is revoked, pointing to it."""
     with platform.session() as session:
         old = session.get(ApiKeyRow, key_id)
@@ -240,8 +249,7 @@ def rotate_key(platform: Platform, key_id: str, *, created_by: str, by: Context 
         if old.revoked_at is not None:
             raise Conflict(f"API key {key_id} is revoked already")
         name, roles, scope, expires = old.name, old.roles, old.org_scope, old.expires_at
-    fresh = create_key(platform, name=name, roles=roles, org_scope=scope, created_by=created_by, expires_at=expires,
-                       by=by)
+    fresh = create_key(platform, name=name, roles=roles, org_scope=scope, expires_at=expires, by=by)
     revoke_key(platform, key_id, replaced_by=fresh.row.id, by=by)
     return fresh
 

@@ -1,4 +1,5 @@
-"""`citybrain audit`: verify the audit log's hash chain, print its head as an anchor, search it."""
+"""`citybrain audit` (verify the audit log's hash chain, print its head as an anchor, search it),
+`citybrain user` and `citybrain key` (the people and systems who sign in)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from citybrain.cli_support import DbOpt, HomeOpt, console, err_console, fail, moment_option, open_store
-from citybrain.core.context import Context
+from citybrain.core.context import ROLES, Context
 from citybrain.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -95,9 +96,7 @@ user_app = typer.Typer(help="People who sign in: add, list, disable, enable, set
 key_app = typer.Typer(help="API keys of devices and connected systems: create, list, rotate, revoke.",
                       no_args_is_help=True)
 
-RolesOpt = Annotated[list[str], typer.Option("--role", help="A role (repeat for several): district_leader, "
-                                             "dispatcher, department_handler, village_station, analyst, "
-                                             "auditor, system, admin.")]
+RolesOpt = Annotated[list[str], typer.Option("--role", help=f"A role (repeat for several): {', '.join(ROLES)}.")]
 ScopeOpt = Annotated[list[str] | None, typer.Option(
     "--scope", help="An org unit code the holder acts within, its descendants included (repeat for several); "
                     "none = unrestricted.")]
@@ -128,6 +127,11 @@ def _store(db: str, home: Path) -> Iterator[Platform]:
         platform.dispose()
 
 
+def _scope(codes: list[str] | None) -> str:
+    """An org scope as the tables and messages show it."""
+    return ", ".join(codes) if codes is not None else "all"
+
+
 def _read_password(password_stdin: bool) -> str:
     import sys
 
@@ -153,8 +157,7 @@ def user_add(
     with _store(db, home) as platform:
         auth.add_user(platform, username=username, password=password, roles=role, org_scope=scope,
                       display_name=display_name, by=_operator())
-    console.print(f"user {username} added: roles {', '.join(role)}; scope {', '.join(scope) if scope else 'all'}",
-                  highlight=False)
+    console.print(f"user {username} added: roles {', '.join(role)}; scope {_scope(scope)}", highlight=False)
 
 
 @user_app.command("list")
@@ -166,8 +169,7 @@ def user_list(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
         users = auth.list_users(session)
     table = Table("username", "name", "roles", "scope", "state", "since")
     for user in users:
-        table.add_row(user.username, user.display_name, ", ".join(user.roles),
-                      ", ".join(user.org_scope) if user.org_scope is not None else "all",
+        table.add_row(user.username, user.display_name, ", ".join(user.roles), _scope(user.org_scope),
                       "disabled" if user.disabled else "active", user.created_at.strftime("%Y-%m-%d"))
     console.print(table)
 
@@ -222,8 +224,8 @@ def key_create(
 
     expires_at = moment_option(expires, "expires")
     with _store(db, home) as platform:
-        made = auth.create_key(platform, name=name, roles=role, org_scope=scope, created_by=_operator().actor,
-                               expires_at=expires_at, by=_operator())
+        made = auth.create_key(platform, name=name, roles=role, org_scope=scope, expires_at=expires_at,
+                               by=_operator())
     err_console.print(f"key {made.row.id} for {name} (shown once; keep it secret):", highlight=False)
     console.print(made.secret, highlight=False)
 
@@ -239,8 +241,7 @@ def key_list(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
     for key in keys:
         state = (f"revoked {key.revoked_at:%Y-%m-%d}" + (f" → {key.replaced_by}" if key.replaced_by else "")
                  if key.revoked_at else f"expires {key.expires_at:%Y-%m-%d}" if key.expires_at else "active")
-        table.add_row(key.id, key.name, ", ".join(key.roles),
-                      ", ".join(key.org_scope) if key.org_scope is not None else "all", state,
+        table.add_row(key.id, key.name, ", ".join(key.roles), _scope(key.org_scope), state,
                       key.created_at.strftime("%Y-%m-%d"))
     console.print(table)
 
@@ -263,6 +264,6 @@ def key_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (`key li
     from citybrain.governance import auth
 
     with _store(db, home) as platform:
-        made = auth.rotate_key(platform, key_id, created_by=_operator().actor, by=_operator())
+        made = auth.rotate_key(platform, key_id, by=_operator())
     err_console.print(f"key {key_id} revoked; its replacement {made.row.id} (shown once):", highlight=False)
     console.print(made.secret, highlight=False)
