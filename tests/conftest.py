@@ -20,6 +20,10 @@ from citybrain.platform import Platform
 from citybrain.settings import Settings
 from tests.services import postgres_admin_url, require_postgres
 
+# The capabilities' tests call the API as an open installation's anonymous caller, and so do the servers they
+# start (they inherit this); sign-in and access control are tested with it on (tests/governance).
+os.environ.setdefault("CITYBRAIN_AUTH_REQUIRED", "false")
+
 TEST_DISTRICT = "xihu"  # 1 district, 12 streets, 222 communities: small enough to load per test
 
 

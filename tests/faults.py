@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import free_port, start_citybrain
+from tests.servers import free_port, make_key, start_citybrain
 
 
 @dataclass
@@ -39,13 +39,17 @@ def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
     acknowledged: dict[str, str] = {}  # request id -> entity id
     report = FaultReport()
     lock = threading.Lock()
+    # the writers sign in as a connected system would; no rate limit, so the load is what four clients send
+    environment = {**os.environ, "CITYBRAIN_AUTH_REQUIRED": "true", "CITYBRAIN_RATE_LIMIT_PER_S": "0"}
+    key = ""
     for cycle in range(cycles):
-        server = start_citybrain(home, port, "serve")
+        server = start_citybrain(home, port, "serve", env=environment)
+        key = key or make_key(home, "kill-9 writers", ["system"])
         stop = threading.Event()
 
-        def load(worker: int, cycle: int = cycle, stop: threading.Event = stop) -> None:
+        def load(worker: int, cycle: int = cycle, stop: threading.Event = stop, key: str = key) -> None:
             number = 0
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"X-API-Key": key}) as client:
                 while not stop.is_set():
                     entity_id = f"urn:ngsi-ld:Streetlight:c{cycle}-w{worker}-{number}"
                     number += 1

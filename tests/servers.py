@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -16,6 +16,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def make_key(home: Path, name: str, roles: Sequence[str], *, scope: Sequence[str] = ()) -> str:
+    """An API key in HOME's store, made as an operator would (`citybrain key create`)."""
+    command = [sys.executable, "-m", "citybrain", "key", "create", name, "--home", str(home)]
+    command += [part for role in roles for part in ("--role", role)]
+    command += [part for code in scope for part in ("--scope", code)]
+    made = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    if made.returncode != 0:
+        raise RuntimeError(f"citybrain key create failed: {made.stderr[-2000:]}")
+    return made.stdout.strip()
 
 
 def start_citybrain(home: Path, port: int, *command: str, env: Mapping[str, str] | None = None,

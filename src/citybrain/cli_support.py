@@ -25,6 +25,14 @@ DbOpt = Annotated[
 ]
 HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file, lake).")]
 BusOpt = Annotated[str, typer.Option("--bus", help="'memory' (in-process) or nats://host:4222 (JetStream).")]
+# Commands that call a running City Brain over HTTP sign in with an API key (`citybrain key create`)
+KeyOpt = Annotated[str, typer.Option(
+    "--key", envvar="CITYBRAIN_API_KEY", show_default=False,
+    help="API key of the running City Brain (`citybrain key create`), sent as X-API-Key; or CITYBRAIN_API_KEY.")]
+
+
+def key_headers(key: str) -> dict[str, str]:
+    return {"X-API-Key": key} if key else {}
 
 
 def fail(message: str) -> NoReturn:

@@ -68,10 +68,13 @@ class Settings(BaseSettings):
     supervision_interval_s: float = Field(3600.0, gt=0, description="How often recurring problems are looked for.")
     recurring_window_days: float = Field(30.0, gt=0, description="The window a recurring problem is counted in.")
     recurring_min_cases: int = Field(5, ge=2, description="Cases of one type in one place that make a recurring problem.")
+    quality_interval_s: float = Field(60.0, gt=0, description="How often data-quality rules are scored (and "
+                                      "what entity writes were checked is stored).")
     auth_required: bool = Field(
-        False, description="Refuse requests without credentials (401). Off until org-scoped authorisation "
-                           "lands: then the API answers anonymous callers as before, and an authenticated "
-                           "caller acts as itself (audit records carry the user or key).")
+        True, description="Refuse requests without credentials (401) except on the open paths (health, "
+                          "signing in, the API's description, Open311). Off makes an open installation for "
+                          "development: anonymous callers are answered unrestricted (personal data still "
+                          "masked); signed-in callers are held to their roles and scope either way.")
     secret_key: SecretStr = Field(SecretStr(""), description="Key that signs bearer tokens (32+ characters); "
                                   "empty = CITYBRAIN_SECRET_KEY_FILE, else `home`/secret.key, made on first use.")
     secret_key_file: str = Field("", description="File holding the token signing key (e.g. a mounted secret).")

@@ -125,9 +125,14 @@ def test_with_auth_required_only_the_open_paths_answer_anonymous_callers(live: P
         token = _sign_in(client)
         listed = client.get("/api/v1/entities", headers={"Authorization": f"Bearer {token}"})
         assert listed.status_code == 200
-        records = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"}).json()["items"]
+        assert client.get("/api/v1/audit", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+        auditor = auth.create_key(live, name="auditor", roles=["auditor"], org_scope=None).secret
+        records = client.get("/api/v1/audit", headers={"X-API-Key": auditor}).json()["items"]
         assert [(r["actor"], r["outcome"]) for r in records if r["action"].startswith("POST /api/v1/entities")] \
             == [("api:testclient", "401")]
+        # refused reads are on the record too: the anonymous one (401) and the dispatcher's look at the log (403)
+        assert [(r["actor"], r["outcome"], r["detail"]["denied"]) for r in records if r["action"].startswith("GET")] \
+            == [("api:testclient", "401", "unauthorized"), ("user:li.wei", "403", "forbidden")]
         signed_in = [r for r in records if r["action"] == "POST /api/v1/auth/token"]
         assert signed_in and "password" not in str(signed_in[0])  # the form body is never recorded
 

@@ -11,10 +11,11 @@ PER_OPERATION = 25  # about 2,000 cases over the ~80 operations, ~15 s
 
 
 def test_generated_requests_never_get_a_server_error(tmp_path: Path) -> None:
-    with running_server(tmp_path) as base:
-        report = fuzz(base, PER_OPERATION)
+    with running_server(tmp_path) as (base, key):
+        report = fuzz(base, key, PER_OPERATION)
     assert report.operations >= 60 and report.cases >= 1500
     assert report.server_errors == []
+    assert report.schema_violations == []
 
 
 def test_what_the_fuzzer_found_is_refused_as_input(client) -> None:

@@ -99,7 +99,7 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
                 "store": {"dialect": platform.dialect, "ok": db_ok}, "bus": platform.bus.describe,
                 "org_units": len(platform.org_tree)}
 
-    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False, tags=["operations"])
     from citybrain.governance.middleware import AuditMiddleware
 
     app.add_middleware(AuditMiddleware, platform=platform)  # innermost: it sees the matched route

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput, Unauthorized
+from citybrain.governance import access
 from citybrain.platform import Platform
 
 
@@ -23,10 +24,13 @@ OPEN_PATHS = ("/health", "/api/v1/auth/token", "/docs", "/redoc", "/openapi.json
 
 
 async def get_context(request: Request) -> Context:
-    """Who is calling, for every route (the app runs this before each one): a bearer token
-    (`Authorization: Bearer …`) or an API key (`X-API-Key`) becomes the caller's context; credentials that
-    do not hold are refused (401), never taken as anonymous. Without credentials the caller is its address
-    with no role, unless `auth_required` (then 401, except on the open paths)."""
+    """Who is calling, and whether it may, for every route (the app runs this before each one).
+
+    A bearer token (`Authorization: Bearer …`) or an API key (`X-API-Key`) becomes the caller's context;
+    credentials that do not hold are refused (401), never taken as anonymous. The access policy
+    (`governance.access`) then decides whether the caller's roles and clearance admit this route (403 when
+    not). Without credentials the caller is its address with no role, answered only when `auth_required`
+    is off (an open installation) or on the open paths; otherwise 401."""
     identities = request.app.state.identities
     authorization = request.headers.get("authorization")
     api_key = request.headers.get("x-api-key")
@@ -43,8 +47,12 @@ async def get_context(request: Request) -> Context:
         raise Unauthorized("sign in: POST /api/v1/auth/token for a bearer token, or send an X-API-Key")
     else:
         client = request.client.host if request.client else "unknown"
-        ctx = Context(actor=f"api:{client}", org_scope=None)
-    request.state.context = ctx  # the audit middleware records the act under this context
+        request.state.context = Context(actor=f"api:{client}", org_scope=None)
+        return request.state.context
+    request.state.context = ctx  # the audit middleware records the act (or its refusal) under this context
+    if not ctx.roles:  # people and keys always hold a role; a credential without one admits nothing
+        raise Unauthorized(f"{ctx.actor} holds no role")
+    access.authorize(request.app.state.platform, ctx, access.family_of(request.scope.get("route")), request.method)
     return ctx
 
 

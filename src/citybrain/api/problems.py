@@ -40,9 +40,48 @@ HTTP_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "
                415: "Unsupported media type", 429: "Too many requests"}
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem", "type": "object", "required": ["type", "title", "status", "detail"],
+    "description": "RFC 9457 problem details; `errors` names each bad field and why.",
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["field", "reason"], "properties": {
+            "field": {"type": "string"}, "reason": {"type": "string"}}}},
+    },
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Say in the OpenAPI document what every error is: problem+json, for 422 and any other error status
+    an operation does not describe itself (its `default` response)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = PROBLEM_SCHEMA
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    responses["422"] = {"description": "Invalid input: each bad field and why", "content": problem}
+                    responses.setdefault("default", {"description": "An error (RFC 9457 problem details)",
+                                                     "content": problem})
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    document_problems(app)
     @app.exception_handler(CityBrainError)
     async def _domain(request: Request, exc: CityBrainError) -> Response:
+        if exc.denial:  # the audit middleware records refusals of reads too
+            request.state.denied = exc.denial
         return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, request=request, errors=exc.errors,
                                 headers=getattr(exc, "headers", None))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from typing import Literal
 
 import msgspec
 
@@ -55,3 +56,9 @@ SYSTEM = Context(id="00000000-0000-7000-8000-000000000000", actor="system")
 # administrators of users and keys.
 ROLES = ("district_leader", "dispatcher", "department_handler", "village_station", "analyst", "auditor", "system",
          "admin")
+
+# How data is classified, lowest to highest: what anyone may see, what stays within the government, personal
+# data of citizens, and what could harm people or the city if it leaked. Roles are cleared up to a level
+# (governance.access); entity types, datasets and route families carry one.
+Classification = Literal["public", "internal", "personal", "sensitive"]
+LEVELS: tuple[Classification, ...] = ("public", "internal", "personal", "sensitive")

@@ -31,6 +31,8 @@ class CityBrainError(Exception):
     status = 500
     title = "Internal error"
     slug = "internal"
+    # Set on refusals of access (what kind of refusal): audited whatever the method (api.problems marks them)
+    denial: ClassVar[str | None] = None
 
     def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -83,9 +85,18 @@ class ErrorCollector:
 
 
 class Forbidden(CityBrainError):
+    """The caller is known but may not do this: its roles, its org scope or its clearance."""
+
     status = 403
     title = "Forbidden"
     slug = "forbidden"
+    denial = "forbidden"
+
+
+class OutOfScope(NotFound):
+    """A resource outside the caller's org scope, answered as not found so its existence is not confirmed."""
+
+    denial = "out-of-scope"
 
 
 class ServiceUnavailable(CityBrainError):
@@ -102,6 +113,7 @@ class Unauthorized(CityBrainError):
     status = 401
     title = "Unauthorized"
     slug = "unauthorized"
+    denial = "unauthorized"
     headers: ClassVar[Mapping[str, str]] = MappingProxyType({"WWW-Authenticate": 'Bearer realm="citybrain"'})
 
 

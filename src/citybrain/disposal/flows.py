@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from citybrain.core.context import Context, new_id
-from citybrain.core.errors import Conflict, InvalidInput, NotFound
+from citybrain.core.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from citybrain.core.events import Event
 from citybrain.disposal import service
 from citybrain.disposal.catalogue.spec import DEPARTMENT_SLUGS, LEVELS, EventTypeSpec
@@ -31,6 +31,7 @@ from citybrain.disposal.lifecycle import Action, Status, allowed_actions, target
 from citybrain.disposal.models import CaseReportRow, CaseRow
 from citybrain.disposal.schemas import Attachment, CaseCreate, Feedback, TransitionRequest
 from citybrain.disposal.service import CaseState
+from citybrain.governance import access
 
 if TYPE_CHECKING:
     from citybrain.disposal.runtime import Disposal
@@ -61,6 +62,9 @@ def open_case(platform: Platform, disposal: Disposal, request: CaseCreate, *, ct
     catalogue and routing rules and dispatch it, all in one transaction."""
     spec = disposal.event_type(request.eventType, field="eventType")
     org_unit = _check_org_unit(platform, request.orgUnit)
+    if ctx.org_scope is not None and not access.within_scope(platform, ctx, org_unit):
+        raise Forbidden(f"orgUnit: a case you open lies in your area ({', '.join(ctx.org_scope)})",
+                        errors=[FieldError("orgUnit", "outside your org scope" if org_unit else "required")])
     now = platform.clock.now()
     lon, lat = request.location.coordinates if request.location is not None else (None, None)
     with platform.transaction() as session:
@@ -110,6 +114,7 @@ def transition(platform: Platform, disposal: Disposal, case_ref: str, request: T
     now = platform.clock.now()
     with platform.transaction() as session:
         row = service.load_case(session, case_ref=case_ref)
+        access.require_in_scope(platform, ctx, row.org_unit, row.handling_unit, what="case")
         if request.expectedVersion is not None and request.expectedVersion != row.version:
             raise Conflict(f"case {row.number} is at version {row.version}, not {request.expectedVersion}")
         records, extra_events = _act(platform, disposal, session, row, request, ctx, now)
@@ -308,6 +313,7 @@ def record_feedback(platform: Platform, disposal: Disposal, report_id: int, feed
         if report is None:
             raise NotFound(f"report {report_id} does not exist")
         row = service.load_case(session, case_ref=report.case_id)
+        access.require_in_scope(platform, ctx, row.org_unit, row.handling_unit, what="report")
         if row.status != Status.CLOSED.value:
             raise Conflict(f"case {row.number} is {row.status}: feedback is taken once it is closed")
         report.resolved, report.satisfied = feedback.resolved, feedback.satisfied

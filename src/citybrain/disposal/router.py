@@ -3,11 +3,13 @@ and the routing rules."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Path, Query, Request
-from fastapi.responses import Response
+import orjson
+from fastapi import Depends, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, RowId, json_response
 from citybrain.api.routing import PathRouter
@@ -27,6 +29,7 @@ from citybrain.disposal.schemas import (
     TransitionRead,
     TransitionRequest,
 )
+from citybrain.governance import access
 from citybrain.governance.middleware import PERSONAL_DATA
 from citybrain.hub.background import find_service
 
@@ -68,11 +71,9 @@ async def open_case(platform: PlatformDep, ctx: ContextDep, body: CaseCreate) ->
     return json_response(view, 201, headers={"Location": f"/api/v1/cases/{outcome.case['id']}"})
 
 
-@router.get("/cases", summary="Cases, newest first (filters combine)", responses={200: {"model": CasePage}})
-async def list_cases(
+async def case_filters(
     platform: PlatformDep,
     ctx: ContextDep,
-    page: PageDep,
     status: Annotated[str | None, Query(description="Comma-separated statuses, or 'open'")] = None,
     eventType: Annotated[str | None, Query(max_length=16)] = None,
     department: Annotated[str | None, Query(max_length=32)] = None,
@@ -83,34 +84,110 @@ async def list_cases(
     = None,
     createdFrom: Annotated[datetime | None, Query()] = None,
     createdTo: Annotated[datetime | None, Query()] = None,
-) -> Response:
-    statuses = statuses_of(status)
-    tree = platform.org_tree
-    for name, code in (("handlingUnit", handlingUnit), ("orgUnit", orgUnit)):
-        if code is not None and code not in tree:
-            raise InvalidInput.at(name, f"unknown org unit {code!r}")
+) -> dict[str, Any]:
+    """The filters of a case list or export as `service.list_cases` takes them, kept to the caller's area."""
+    if handlingUnit is not None and handlingUnit not in platform.org_tree:
+        raise InvalidInput.at("handlingUnit", f"unknown org unit {handlingUnit!r}")
     for name, moment in (("createdFrom", createdFrom), ("createdTo", createdTo)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidInput.at(name, "a time with its zone is required, e.g. 2026-12-01T08:00:00Z")
+    return {"status": statuses_of(status), "event_type": eventType, "department": department,
+            "handling_units": [handlingUnit] if handlingUnit else None,
+            "org_units": access.scope_units(platform, ctx, orgUnit),  # a station or sub-centre: its own area
+            "channel": channel, "breached": breached, "created_from": createdFrom, "created_to": createdTo}
+
+
+CaseFilters = Annotated[dict[str, Any], Depends(case_filters)]
+
+
+@router.get("/cases", summary="Cases, newest first (filters combine)", responses={200: {"model": CasePage}})
+async def list_cases(platform: PlatformDep, ctx: ContextDep, page: PageDep, filters: CaseFilters) -> Response:
     before = service.check_page_cursor(page.cursor)
-    org_units = tree.descendants(orgUnit) if orgUnit else None
-    if ctx.org_scope is not None:  # a station or sub-centre sees the cases of its own area
-        scope = {code for unit in ctx.org_scope for code in tree.descendants(unit)}
-        org_units = [code for code in (org_units or scope) if code in scope]
     mask = masker_for(ctx)
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
-            rows = service.list_cases(
-                session, status=statuses, event_type=eventType, department=department,
-                handling_units=[handlingUnit] if handlingUnit else None, org_units=org_units, channel=channel,
-                breached=breached, created_from=createdFrom, created_to=createdTo, before_id=before,
-                limit=page.limit + 1)
+            rows = service.list_cases(session, **filters, before_id=before, limit=page.limit + 1)
             return [service.case_view(r, mask=mask) for r in rows]
 
     items = await platform.run(work)
     next_cursor = items[page.limit - 1]["id"] if len(items) > page.limit else None
     return json_response({"items": items[: page.limit], "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
+
+
+EXPORT_COLUMNS = ("id", "number", "eventType", "category", "title", "description", "status", "priority", "level",
+                  "orgUnit", "handlingUnit", "leadDepartment", "channel", "address", "lon", "lat", "createdAt",
+                  "dispatchedAt", "receivedAt", "handledAt", "closedAt", "breachedAt", "escalations", "returns",
+                  "reopens", "reports", "respondOnTime", "handleOnTime", "closeOnTime")
+EXPORT_CHUNK = 1000
+
+
+@router.get("/cases/export", summary="Every case the filters match, as NDJSON or CSV (personal data masked)",
+            openapi_extra=PERSONAL_DATA, response_class=StreamingResponse, responses={
+                200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                                  "text/csv": {"schema": {"type": "string"}}}}})
+async def export_cases(
+    platform: PlatformDep,
+    ctx: ContextDep,
+    filters: CaseFilters,
+    format: Annotated[Literal["ndjson", "csv"], Query(description="ndjson: one case per line; csv: a table")]
+    = "ndjson",
+    reports: Annotated[bool, Query(description="NDJSON only: each case with its reports (contacts masked)")]
+    = False,
+) -> StreamingResponse:
+    """Streams the cases newest first, a thousand at a time, within the caller's org scope. Free text,
+    addresses and reporters' contacts are masked by the caller's roles exactly as the case routes mask
+    them. The export is on the audit log as a read of personal data (with its filters)."""
+    from citybrain.hotline.masking import contact_masker
+
+    if reports and format == "csv":
+        raise InvalidInput.at("reports", "reports come with NDJSON only (format=ndjson)")
+    mask, mask_contact = masker_for(ctx), contact_masker(ctx)
+
+    def chunk(before: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        with platform.session() as session:
+            rows = service.list_cases(session, **filters, before_id=before, limit=EXPORT_CHUNK)
+            views = [service.case_view(r, mask=mask) for r in rows]
+            if reports:
+                for row, view in zip(rows, views, strict=True):
+                    view["reportItems"] = [service.report_view(r, mask=mask, mask_contact=mask_contact)
+                                           for r in service.reports(session, case_id=row.id)]
+        return views, rows[-1].id if len(rows) == EXPORT_CHUNK else None
+
+    async def lines() -> AsyncIterator[bytes]:
+        before: str | None = None
+        if format == "csv":
+            yield _csv_line(EXPORT_COLUMNS)
+        while True:
+            views, before = await platform.run(chunk, before)
+            if format == "csv":
+                yield b"".join(_csv_line([_flat(view).get(c) for c in EXPORT_COLUMNS]) for view in views)
+            else:
+                yield b"".join(orjson.dumps(view) + b"\n" for view in views)
+            if before is None:
+                return
+
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    day = platform.clock.now().date().isoformat()
+    return StreamingResponse(lines(), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="cases-{day}.{format}"'})
+
+
+def _flat(view: dict[str, Any]) -> dict[str, Any]:
+    location = view.get("location") or {}
+    lon, lat = (location.get("coordinates") or (None, None))[:2]
+    on_time = view.get("onTime") or {}
+    return {**view, "lon": lon, "lat": lat, "respondOnTime": on_time.get("respond"),
+            "handleOnTime": on_time.get("handle"), "closeOnTime": on_time.get("close")}
+
+
+def _csv_line(values: Any) -> bytes:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["" if v is None else v for v in values])
+    return buffer.getvalue().encode()
 
 
 @router.get("/cases/inbox", summary="What a handling unit must act on, soonest due first (mobile-friendly)")
@@ -122,8 +199,7 @@ async def inbox(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """A compact list for a handler's phone: number, title, status, the next actions, due time, place."""
-    if handlingUnit not in platform.org_tree:
-        raise InvalidInput.at("handlingUnit", f"unknown org unit {handlingUnit!r}")
+    access.scope_units(platform, ctx, handlingUnit, field="handlingUnit")
     mask = masker_for(ctx)
 
     def work() -> list[dict[str, Any]]:
@@ -142,19 +218,10 @@ async def get_case(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef) ->
     def work() -> dict[str, Any]:
         with platform.session() as session:
             row = service.get_case(session, case_ref=case_ref)
-            _check_scope(platform, ctx, row.org_unit, row.handling_unit)
+            access.require_in_scope(platform, ctx, row.org_unit, row.handling_unit, what="case")
             return service.case_view(row, mask=mask)
 
     return json_response(await platform.run(work))
-
-
-def _check_scope(platform: Any, ctx: Context, *codes: str | None) -> None:
-    from citybrain.core.errors import NotFound
-
-    if ctx.org_scope is None:
-        return
-    if not any(code is not None and platform.org_tree.within(code, ctx.org_scope) for code in codes):
-        raise NotFound("no such case in your area")  # not 403: do not confirm that it exists
 
 
 @router.post("/cases/{case_ref}/transitions", summary="Act on a case (409 names the allowed actions)",
@@ -173,7 +240,7 @@ async def case_transitions(platform: PlatformDep, ctx: ContextDep, case_ref: Cas
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
             row = service.get_case(session, case_ref=case_ref)
-            _check_scope(platform, ctx, row.org_unit, row.handling_unit)
+            access.require_in_scope(platform, ctx, row.org_unit, row.handling_unit, what="case")
             return [service.transition_view(t, mask=mask) for t in service.transitions(session, case_id=row.id)]
 
     return json_response({"items": await platform.run(work)})
@@ -189,7 +256,7 @@ async def case_reports(platform: PlatformDep, ctx: ContextDep, case_ref: CaseRef
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
             row = service.get_case(session, case_ref=case_ref)
-            _check_scope(platform, ctx, row.org_unit, row.handling_unit)
+            access.require_in_scope(platform, ctx, row.org_unit, row.handling_unit, what="case")
             return [service.report_view(r, mask=mask, mask_contact=mask_contact)
                     for r in service.reports(session, case_id=row.id)]
 
@@ -206,13 +273,15 @@ async def feedback(platform: PlatformDep, ctx: ContextDep, report_id: RowId,
     return json_response(await published(platform, outcome, ctx))
 
 
-@router.get("/routing/rules", summary="The routing rules in force, with their version")
+@router.get("/routing/rules", summary="The routing rules in force, with their version",
+            openapi_extra=access.access("routing"))
 async def get_routing_rules(platform: PlatformDep) -> Response:
     disposal = disposal_of(platform)
     return json_response({"version": disposal.router.version, **disposal.router.rules.model_dump(mode="json")})
 
 
-@router.put("/routing/rules", summary="Replace the routing rules (kept as a new version)")
+@router.put("/routing/rules", summary="Replace the routing rules (kept as a new version)",
+            openapi_extra=access.access("routing"))
 async def put_routing_rules(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
     from pydantic import ValidationError
 
@@ -343,7 +412,9 @@ async def supervision_scan(
     return json_response({"opened": opened})
 
 
-@supervision_router.get("/brief", summary="The daily brief for the leadership, as HTML or PDF")
+@supervision_router.get("/brief", summary="The daily brief for the leadership, as HTML or PDF", responses={
+    200: {"content": {"text/html": {"schema": {"type": "string"}},
+                      "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}})
 async def daily_brief(
     platform: PlatformDep,
     day: Annotated[str | None, Query(alias="date", pattern=r"^\d{4}-\d{2}-\d{2}$",

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jwt
+import msgspec
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy.orm import Session
 
-from citybrain.core.context import ROLES, SYSTEM, Context
+from citybrain.core.context import ROLES, SYSTEM, Context, new_id
 from citybrain.core.errors import Conflict, ErrorCollector, InvalidInput, NotFound, Unauthorized
 from citybrain.governance import audit
 from citybrain.governance.models import ApiKeyRow, UserRow
@@ -321,4 +322,6 @@ class Identities:
                 self._keys.clear()
         if isinstance(cached[1], Unauthorized):
             raise Unauthorized(cached[1].detail)
-        return cached[1]
+        # the holder is cached, the request is not: each request gets its own context id (the audit
+        # record's, answered as X-Request-Id)
+        return msgspec.structs.replace(cached[1], id=new_id())

@@ -1,5 +1,5 @@
-"""Audit at the edge: every write request, and every read of a route marked as returning personal data,
-becomes an audit record before its response goes out (so a client that saw the answer knows the record is
+"""Audit at the edge: every write request, every read of a route marked as returning personal data and
+every refused attempt (401, 403, or a resource hidden as out of scope) becomes an audit record before its response goes out (so a client that saw the answer knows the record is
 kept). Records of concurrent requests are committed together (`audit.GroupCommit`). Pure ASGI, like the
 other middlewares: nothing is buffered.
 
@@ -48,15 +48,17 @@ class AuditMiddleware:
             if message["type"] == "http.response.start":
                 route = scope.get("route")
                 personal = bool((getattr(route, "openapi_extra", None) or {}).get(PERSONAL_DATA_MARK))
-                if scope["method"] in WRITE_METHODS or personal:
-                    request_id = await self._record(scope, route, message["status"], personal)
+                denied = (scope.get("state") or {}).get("denied")
+                if scope["method"] in WRITE_METHODS or personal or denied:
+                    request_id = await self._record(scope, route, message["status"], personal, denied)
                     # the caller can name the act to an auditor: the record's context_id
                     message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         await self.app(scope, receive, audited_send)
 
-    async def _record(self, scope: dict[str, Any], route: Any, status: int, personal: bool) -> str:
+    async def _record(self, scope: dict[str, Any], route: Any, status: int, personal: bool,
+                      denied: str | None) -> str:
         client = scope.get("client")
         host = client[0] if client else "unknown"
         ctx = (scope.get("state") or {}).get("context")
@@ -68,6 +70,8 @@ class AuditMiddleware:
             detail["query"] = scope["query_string"].decode("latin-1")[:500]
         if personal:
             detail["personal_data"] = True
+        if denied:
+            detail["denied"] = denied
         entry = audit.AuditEntry.of(ctx, action=f"{scope['method']} {template or scope['path']}",
                                     resource=scope["path"], outcome=str(status),
                                     purpose=_header(scope, b"x-purpose"), client=host, detail=detail)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from citybrain.cli_support import HomeOpt, console, err_console, fail, settings_from
+from citybrain.cli_support import HomeOpt, KeyOpt, console, err_console, fail, settings_from
 
 hotline_app = typer.Typer(help="接诉即办: the citizen hotline's complaint classifier.", no_args_is_help=True)
 
@@ -142,6 +142,7 @@ def replay(
     speed: Annotated[float | None, typer.Option(help="Replay this many times faster than the records happened; "
                                                      "default: as fast as the server takes them.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N records.")] = None,
+    key: KeyOpt = "",
 ) -> None:
     """Replay real complaint records through a running City Brain, in the order they happened: each becomes
     a case that is classified (TipDM) or typed by its 311 request type (MyLA311), routed, dispatched and
@@ -170,7 +171,7 @@ def replay(
         source = Path(tempfile.mkstemp(suffix=".csv")[1])
         source.write_text(buffer.getvalue(), encoding="utf-8")
     try:
-        client_of = replaying.HttpClient(url)
+        client_of = replaying.HttpClient(url, api_key=key)
     except ValueError as exc:
         fail(f"--url: {exc}")
     try:

@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     from citybrain.disposal.catalogue.spec import EventTypeSpec
     from citybrain.disposal.runtime import Disposal
 
-router = PathRouter(prefix="/open311/v2", tags=["open311"])
+_GEOREPORT_ERRORS = {"application/json": {"schema": {"type": "array", "items": {"type": "object", "properties": {
+    "code": {"type": "integer"}, "description": {"type": "string"}}}}}, "text/xml": {"schema": {"type": "string"}}}
+# GeoReport v2 answers in the format the path asks for, errors included (its own error list, not RFC 9457)
+router = PathRouter(prefix="/open311/v2", tags=["open311"], responses={
+    200: {"content": {"text/xml": {"schema": {"type": "string"}}}},
+    **{status: {"description": f"GeoReport error ({status})", "content": _GEOREPORT_ERRORS}
+       for status in (400, 403, 404)}})
 FORMATS = ("json", "xml")
 MAX_SPAN = timedelta(days=90)
 MAX_REQUESTS = 1000

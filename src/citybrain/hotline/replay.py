@@ -57,16 +57,17 @@ class HttpClient:
     """A keep-alive HTTP/1.1 client on the standard library: a replay sends tens of thousands of small
     requests, and a general-purpose client spent more of the machine per request than the server did."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 60.0, api_key: str = "") -> None:
         address = urllib.parse.urlsplit(base_url)
         if address.scheme not in ("http", "https") or not address.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         connection = http.client.HTTPSConnection if address.scheme == "https" else http.client.HTTPConnection
         self._connection = connection(address.hostname, address.port, timeout=timeout)
         self._base = address.path.rstrip("/")
+        self._signed = {"X-API-Key": api_key} if api_key else {}
 
     def _send(self, method: str, url: str, body: bytes | None, content_type: str | None) -> Answer:
-        headers = {"Content-Type": content_type} if content_type else {}
+        headers = {"Content-Type": content_type, **self._signed} if content_type else dict(self._signed)
         for attempt in (1, 2):  # a keep-alive connection the server closed: open it again, once
             try:
                 self._connection.request(method, self._base + url, body=body, headers=headers)

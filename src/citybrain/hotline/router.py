@@ -15,6 +15,7 @@ from citybrain.core.errors import NotFound, ServiceUnavailable
 from citybrain.disposal import flows, service
 from citybrain.disposal.router import disposal_of, masker_for, published
 from citybrain.disposal.schemas import Feedback, Strict
+from citybrain.governance import access
 from citybrain.hotline.flows import take_complaint
 from citybrain.hotline.runtime import Hotline
 from citybrain.hotline.schemas import ComplaintCreate
@@ -56,6 +57,7 @@ async def follow(platform: PlatformDep, ctx: ContextDep, report_id: RowId) -> Re
             if report is None:
                 raise NotFound(f"complaint {report_id} does not exist")
             case = service.get_case(session, case_ref=report.case_id)
+            access.require_in_scope(platform, ctx, case.org_unit, case.handling_unit, what="complaint")
             steps = [service.transition_view(t, mask=mask) for t in service.transitions(session, case_id=case.id)
                      if t.action != "note"]
             return {"reportId": report_id, "case": service.case_view(case, mask=mask),
@@ -79,7 +81,8 @@ class TextIn(Strict):
     text: str = Field(min_length=1, max_length=20_000)
 
 
-@router.post("/classify", summary="The likeliest event types of a text, with confidences")
+@router.post("/classify", summary="The likeliest event types of a text, with confidences",
+             openapi_extra=access.access("hotline tools"))
 async def classify(platform: PlatformDep, body: TextIn,
                    k: Annotated[int, Query(ge=1, le=20)] = 5) -> Response:
     hotline = hotline_of(platform)
@@ -90,7 +93,8 @@ async def classify(platform: PlatformDep, body: TextIn,
                             for code, score in top]})
 
 
-@router.post("/locate", summary="The org unit a text or address names")
+@router.post("/locate", summary="The org unit a text or address names",
+             openapi_extra=access.access("hotline tools"))
 async def locate(platform: PlatformDep, body: TextIn) -> Response:
     found = hotline_of(platform).locate(body.text)
     if found is None:

@@ -13,9 +13,11 @@ from rich.table import Table
 from citybrain.cli_support import (
     DbOpt,
     HomeOpt,
+    KeyOpt,
     console,
     err_console,
     fail,
+    key_headers,
     moment_option,
     open_store,
     read_json_items,
@@ -269,6 +271,7 @@ def query_telemetry(
                 limit=limit,
                 types=list(device_types()),
             )
+            assert query is not None  # only a query limited to an org scope can match nothing
             table = telemetry.with_device_ids(session, store.query(query))
     except CityBrainError as exc:
         fail(exc.detail)
@@ -297,6 +300,7 @@ def replay_dead_letters(
     reason: Annotated[str | None, typer.Option("--reason", help="Those whose reason contains this text.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Those received at or after this time.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, oldest first.")] = 10_000,
+    key: KeyOpt = "",
 ) -> None:
     """Send dead letters through the ingest again, e.g. after registering the devices they came from. What
     is accepted now is stored and judged by the rules; what is refused again stays a dead letter with
@@ -315,7 +319,8 @@ def replay_dead_letters(
     if len(body) == 1:
         fail("name the dead letters to replay: --id, --device, --reason or --since")
     try:
-        answer = httpx.post(f"{url.rstrip('/')}/api/v1/telemetry/dead-letters/replay", json=body, timeout=600)
+        answer = httpx.post(f"{url.rstrip('/')}/api/v1/telemetry/dead-letters/replay", json=body, timeout=600,
+                            headers=key_headers(key))
     except httpx.HTTPError as exc:
         fail(f"cannot reach the City Brain at {url}: {exc}")
     if answer.status_code != 200:

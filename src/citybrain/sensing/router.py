@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -12,11 +13,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, json_response
 from citybrain.api.routing import PathRouter
+from citybrain.core.context import Context
 from citybrain.core.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
+from citybrain.governance import access
 from citybrain.hub.background import find_service
 from citybrain.sensing import telemetry
 from citybrain.sensing.alerts import service as alerts
 from citybrain.sensing.alerts.events import AlertUpdated
+from citybrain.sensing.alerts.models import AlertRow
 from citybrain.sensing.devices import service as devices
 from citybrain.sensing.devices.models import DeadLetterRow, DeviceRow
 from citybrain.sensing.runtime import SensingRuntime
@@ -81,6 +85,13 @@ async def register_devices(platform: PlatformDep, ctx: ContextDep, body: JsonBod
             )
             items.append(devices.DeviceInput("", ""))
             continue
+        org_unit = raw.get("orgUnit")
+        if ctx.org_scope is not None and (org_unit is None or (
+                isinstance(org_unit, str) and not access.within_scope(platform, ctx, org_unit))):
+            errors.append({"index": i, "deviceId": raw.get("deviceId"), "field": f"[{i}].orgUnit",
+                           "reason": "outside your org scope", "status": 403})
+            items.append(devices.DeviceInput("", ""))
+            continue
         lon, lat = raw.get("lon"), raw.get("lat")
         if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in (lon, lat)):
             errors.append(
@@ -127,6 +138,7 @@ async def register_devices(platform: PlatformDep, ctx: ContextDep, body: JsonBod
 @router.get("/devices", summary="List devices (filter by type and org unit, including its descendants)")
 async def list_devices(
     platform: PlatformDep,
+    ctx: ContextDep,
     page: PageDep,
     deviceType: Annotated[str | None, Query()] = None,
     orgUnit: Annotated[str | None, Query()] = None,
@@ -134,8 +146,7 @@ async def list_devices(
     runtime = _runtime(platform)
     if deviceType is not None and deviceType not in runtime.types:
         raise InvalidInput.at("deviceType", f"unknown device type {deviceType!r}")
-    if orgUnit is not None and orgUnit not in platform.org_tree:
-        raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")
+    org_units = access.scope_units(platform, ctx, orgUnit)
     try:
         after = int(page.cursor) if page.cursor else 0
     except ValueError:
@@ -145,8 +156,8 @@ async def list_devices(
         stmt = sa.select(DeviceRow).where(DeviceRow.num > after)
         if deviceType is not None:
             stmt = stmt.where(DeviceRow.device_type == deviceType)
-        if orgUnit is not None:
-            stmt = stmt.where(DeviceRow.org_unit.in_(platform.org_tree.descendants(orgUnit)))
+        if org_units is not None:
+            stmt = stmt.where(DeviceRow.org_unit.in_(org_units))
         with platform.session() as session:
             return list(session.scalars(stmt.order_by(DeviceRow.num).limit(page.limit + 1)))
 
@@ -164,7 +175,7 @@ async def list_devices(
 
 
 @router.get("/devices/{device_id}", summary="One device, with whether it is online")
-async def get_device(platform: PlatformDep, device_id: DeviceId) -> Response:
+async def get_device(platform: PlatformDep, ctx: ContextDep, device_id: DeviceId) -> Response:
     runtime = _runtime(platform)
 
     def work() -> DeviceRow | None:
@@ -174,11 +185,12 @@ async def get_device(platform: PlatformDep, device_id: DeviceId) -> Response:
     row = await platform.run(work)
     if row is None:
         raise NotFound(f"device {device_id} does not exist")
+    access.require_in_scope(platform, ctx, row.org_unit, what="device")
     return json_response(_device_view(row, runtime.online([row.num])[0]))
 
 
 @router.post("/telemetry", summary="Ingest readings over HTTP (a batch of at most 10,000)")
-async def ingest(platform: PlatformDep, body: JsonBody) -> Response:
+async def ingest(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
     """Each item is a payload (docs/sensing.md) with its `deviceId`. Bad items are kept as dead letters
     and reported by index; the good ones are accepted."""
     if not isinstance(body, list):
@@ -186,7 +198,8 @@ async def ingest(platform: PlatformDep, body: JsonBody) -> Response:
     if len(body) > MAX_BATCH:
         raise PayloadTooLarge(f"at most {MAX_BATCH} readings per request, this one has {len(body)}")
     runtime = _runtime(platform)
-    messages, item_of, refused = runtime.http_messages(body)
+    within = None if ctx.org_scope is None else partial(access.within_scope, platform, ctx)
+    messages, item_of, refused = runtime.http_messages(body, within)
     report = await runtime.ingest(messages, source="http", refused=refused)
     refused_ids = {id(dead) for dead in refused}
     errors = [
@@ -270,18 +283,18 @@ async def replay_dead_letters(platform: PlatformDep, request: DeadLetterReplay) 
     return json_response(outcome)
 
 
-@router.get("/alerts", summary="Alerts (filter by status, severity, device type, org unit with descendants)")
+@router.get("/alerts", summary="Alerts (filter by status, severity, device type, org unit with descendants)",
+            openapi_extra=access.access("alerts"))
 async def list_alerts(
     platform: PlatformDep,
+    ctx: ContextDep,
     page: PageDep,
     status: Annotated[str | None, Query()] = None,
     severity: Annotated[str | None, Query()] = None,
     deviceType: Annotated[str | None, Query()] = None,
     orgUnit: Annotated[str | None, Query()] = None,
 ) -> Response:
-    if orgUnit is not None and orgUnit not in platform.org_tree:
-        raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")
-    org_units = platform.org_tree.descendants(orgUnit) if orgUnit else None
+    org_units = access.scope_units(platform, ctx, orgUnit)
 
     def work() -> tuple[list[dict[str, Any]], str | None]:
         with platform.session() as session:
@@ -300,12 +313,14 @@ async def list_alerts(
     return json_response({"items": items, "next_cursor": next_cursor}, headers=page.next_link(next_cursor))
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert",
+             openapi_extra=access.access("alerts"))
 async def acknowledge(
     platform: PlatformDep, ctx: ContextDep, alert_id: Annotated[str, Path(max_length=36)]
 ) -> Response:
     def work() -> tuple[dict[str, Any], list[Any]]:
         with platform.transaction() as session:
+            _alert_in_scope(platform, ctx, session, alert_id)
             view = alerts.alert_view(
                 alerts.acknowledge(session, alert_id=alert_id, actor=ctx.actor, now=platform.clock.now())
             )
@@ -316,7 +331,8 @@ async def acknowledge(
     return json_response(view)
 
 
-@router.post("/alerts/{alert_id}/assign", summary="Assign an alert to a person or team")
+@router.post("/alerts/{alert_id}/assign", summary="Assign an alert to a person or team",
+             openapi_extra=access.access("alerts"))
 async def assign(
     platform: PlatformDep, ctx: ContextDep, body: JsonBody, alert_id: Annotated[str, Path(max_length=36)]
 ) -> Response:
@@ -326,6 +342,7 @@ async def assign(
 
     def work() -> tuple[dict[str, Any], list[Any]]:
         with platform.transaction() as session:
+            _alert_in_scope(platform, ctx, session, alert_id)
             view = alerts.alert_view(
                 alerts.assign(session, alert_id=alert_id, assignee=assignee, now=platform.clock.now())
             )
@@ -336,16 +353,28 @@ async def assign(
     return json_response(view)
 
 
+def _alert_in_scope(platform: Any, ctx: Context, session: Any, alert_id: str) -> None:
+    row = session.get(AlertRow, alert_id)
+    if row is not None:
+        access.require_in_scope(platform, ctx, row.org_unit, what="alert")
+
+
 @router.get("/sensing/status", summary="Devices indexed and online, open alerts, state memory and counters")
 async def sensing_status(platform: PlatformDep) -> Response:
     return json_response(_runtime(platform).status())
 
 
 @router.get("/vitals", summary="The latest vital signs (城市运行体征) of an org unit and its subtree")
-async def vital_signs(platform: PlatformDep, orgUnit: Annotated[str | None, Query()] = None) -> Response:
-    code = orgUnit or next((c for c, u in platform.org_tree.units.items() if u.parent_code is None), None)
+async def vital_signs(
+    platform: PlatformDep, ctx: ContextDep, orgUnit: Annotated[str | None, Query()] = None
+) -> Response:
+    """Without `orgUnit`: the district's (the root's), or for a caller with an org scope its first unit's."""
+    default = ctx.org_scope[0] if ctx.org_scope else next(
+        (c for c, u in platform.org_tree.units.items() if u.parent_code is None), None)
+    code = orgUnit or default
     if code is None or code not in platform.org_tree:
         raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")
+    access.scope_units(platform, ctx, code)
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
@@ -360,14 +389,14 @@ async def vital_signs(platform: PlatformDep, orgUnit: Annotated[str | None, Quer
 @router.get("/vitals/history", summary="One indicator of one org unit over time, newest first")
 async def vital_sign_history(
     platform: PlatformDep,
+    ctx: ContextDep,
     orgUnit: Annotated[str, Query()],
     indicator: Annotated[str, Query(max_length=64)],
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
-    if orgUnit not in platform.org_tree:
-        raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")
+    access.scope_units(platform, ctx, orgUnit)
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput.at(name, "a time with its zone is required, e.g. 2026-12-01T08:00:00Z")
@@ -391,6 +420,7 @@ def _csv_param(value: str | None) -> list[str]:
 @router.get("/telemetry", summary="Readings of devices or a device type over a time range, raw or in buckets")
 async def query_telemetry(
     platform: PlatformDep,
+    ctx: ContextDep,
     start: Annotated[datetime | None, Query(description="Inclusive, with its zone")] = None,
     end: Annotated[datetime | None, Query(description="Exclusive, with its zone")] = None,
     deviceId: Annotated[str | None, Query(description="Device ids, comma-separated")] = None,
@@ -402,8 +432,10 @@ async def query_telemetry(
     agg: Annotated[str | None, Query(description="avg,min,max,count,last (default all)")] = None,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10_000,
 ) -> Response:
-    """What the lake holds (readings become queryable within `lake_flush_s` of their arrival)."""
+    """What the lake holds (readings become queryable within `lake_flush_s` of their arrival). A caller with
+    an org scope gets the readings of devices placed in its area only."""
     runtime = _runtime(platform)
+    org_units = access.scope_units(platform, ctx, None)
 
     def work() -> list[dict[str, Any]]:
         with platform.session() as session:
@@ -418,7 +450,10 @@ async def query_telemetry(
                 aggregations=_csv_param(agg),
                 limit=limit,
                 types=list(runtime.types),
+                org_units=org_units,
             )
+            if query is None:
+                return []
             return telemetry.rows(telemetry.with_device_ids(session, runtime.lake.query(query)))
 
     items = await platform.run(work)

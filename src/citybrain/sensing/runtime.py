@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -569,9 +570,12 @@ class SensingRuntime:
         log.info("dead letters replayed: %s", outcome)
         return outcome
 
-    def http_messages(self, items: list[Any]) -> tuple[list[RawMessage], list[int], list[DeadLetter]]:
+    def http_messages(
+        self, items: list[Any], within: Callable[[str | None], bool] | None = None
+    ) -> tuple[list[RawMessage], list[int], list[DeadLetter]]:
         """HTTP readings as the raw messages MQTT would have carried: (messages, the item index of each,
-        dead letters for items that name no registered device, positioned by item index)."""
+        dead letters for items that name no registered device, positioned by item index). With `within`
+        (a sender's org scope), readings of devices placed elsewhere are refused too."""
         district = next(iter(sorted(self._districts())), "")
         now = time.time()
         refused: list[DeadLetter] = []
@@ -602,6 +606,12 @@ class SensingRuntime:
                     DeadLetter("http", "", device_id, "unknown device", orjson.dumps(items[i])[:4096], now, i)
                 )
                 continue
+            if within is not None:
+                org = int(self.index.org[num])
+                if not within(self.index.org_units[org] if org >= 0 else None):
+                    refused.append(DeadLetter("http", "", device_id, "device outside your org scope",
+                                              orjson.dumps(items[i])[:4096], now, i))
+                    continue
             slug = self.index.type_slugs[self.index.type_code[num]]
             payload = orjson.dumps({k: v for k, v in items[i].items() if k != "deviceId"})
             messages.append((f"city/{district}/{slug}/{device_id}/telemetry", payload, now))
@@ -622,6 +632,20 @@ class SensingRuntime:
         return out
 
     # ------------------------------------------------------------------ status
+
+    def newest_by_type(self) -> dict[str, float]:
+        """Per device type, when this process last accepted a reading of one of its devices (epoch
+        seconds): what the data catalog's freshness rules judge telemetry by."""
+        if self.pipeline is None or not len(self.index):
+            return {}
+        seen = self.pipeline.last_seen[: self.index.type_code.size]
+        codes = self.index.type_code
+        out = {}
+        for code, slug in enumerate(self.index.type_slugs):
+            of_type = seen[codes == code]
+            if of_type.size and not np.isnan(of_type).all():
+                out[slug] = float(np.nanmax(of_type))
+        return out
 
     def status(self) -> dict[str, Any]:
         now = time.time()

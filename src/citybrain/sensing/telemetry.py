@@ -10,7 +10,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from citybrain.core.errors import FieldError, InvalidInput
+from citybrain.core.errors import FieldError, InvalidInput, OutOfScope
 from citybrain.sensing.devices.models import DeviceRow
 from citybrain.sensing.lake.query import TelemetryQuery
 
@@ -23,15 +23,26 @@ API_NAMES = {
 }
 
 
-def device_numbers(session: Session, device_ids: Sequence[str]) -> tuple[list[int], set[str]]:
-    """Numbers of these devices and the types they are of; an unknown id is refused by name."""
+def device_numbers(
+    session: Session, device_ids: Sequence[str], org_units: Sequence[str] | None = None
+) -> tuple[list[int], set[str]]:
+    """Numbers of these devices and the types they are of; an unknown id is refused by name. With
+    `org_units` (a caller's scope), a device placed elsewhere is refused as not found."""
     found: dict[str, tuple[int, str]] = {}
+    places: dict[str, str | None] = {}
     for start in range(0, len(device_ids), 900):
         part = list(device_ids[start : start + 900])
-        stmt = sa.select(DeviceRow.device_id, DeviceRow.num, DeviceRow.device_type).where(
+        stmt = sa.select(DeviceRow.device_id, DeviceRow.num, DeviceRow.device_type, DeviceRow.org_unit).where(
             DeviceRow.device_id.in_(part)
         )
-        found.update((device_id, (num, kind)) for device_id, num, kind in session.execute(stmt).all())
+        for device_id, num, kind, org_unit in session.execute(stmt).all():
+            found[device_id] = (num, kind)
+            places[device_id] = org_unit
+    if org_units is not None:
+        allowed = set(org_units)
+        outside = [d for d in device_ids if d in found and places[d] not in allowed]
+        if outside:
+            raise OutOfScope(f"deviceId: no device {outside[0]!r} in your area")
     unknown = [d for d in device_ids if d not in found]
     if unknown:
         raise InvalidInput.at(
@@ -54,7 +65,10 @@ def build_query(
     aggregations: Sequence[str],
     limit: int,
     types: Sequence[str],
-) -> TelemetryQuery:
+    org_units: Sequence[str] | None = None,
+) -> TelemetryQuery | None:
+    """The lake query for these API or CLI parameters. With `org_units` (a caller's scope) it covers only
+    devices placed there; None when no device of the caller's area can match."""
     if device_type is not None and device_type not in types:
         raise InvalidInput.at("deviceType", f"unknown device type {device_type!r}")
     if start is None or end is None:
@@ -63,9 +77,16 @@ def build_query(
         )
     nums = None
     if device_ids:
-        nums, kinds = device_numbers(session, device_ids)
+        nums, kinds = device_numbers(session, device_ids, org_units)
         if device_type is None and len(kinds) == 1:
             device_type = kinds.pop()  # the lake then reads that type's partitions only
+    elif org_units is not None:
+        stmt = sa.select(DeviceRow.num).where(DeviceRow.org_unit.in_(list(org_units)))
+        if device_type is not None:
+            stmt = stmt.where(DeviceRow.device_type == device_type)
+        nums = list(session.scalars(stmt))
+        if not nums:
+            return None
     try:
         return TelemetryQuery(
             start=start,

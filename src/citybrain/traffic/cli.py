@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from citybrain.cli_support import HomeOpt, console, fail, settings_from
+from citybrain.cli_support import HomeOpt, KeyOpt, console, fail, key_headers, settings_from
 
 traffic_app = typer.Typer(help="治堵: the SUMO digital twin, signal controllers and their benchmark.",
                           no_args_is_help=True)
@@ -240,11 +240,12 @@ traffic_app.add_typer(plan_app, name="plan")
 UrlOpt = Annotated[str, typer.Option("--url", help="The running City Brain's API (it runs the live twin).")]
 
 
-def _api(method: str, url: str, path: str, body: object = None) -> object:
+def _api(method: str, url: str, key: str, path: str, body: object = None) -> object:
     import httpx
 
     try:
-        answer = httpx.request(method, f"{url.rstrip('/')}/api/v1/traffic{path}", json=body, timeout=30)
+        answer = httpx.request(method, f"{url.rstrip('/')}/api/v1/traffic{path}", json=body, timeout=30,
+                               headers=key_headers(key))
     except httpx.HTTPError as exc:
         fail(f"cannot reach the City Brain at {url}: {exc}")
     if answer.status_code >= 400:
@@ -268,6 +269,7 @@ def propose_plan(
         "--timing", "-t", help="PHASE=SECONDS, a green phase's duration (repeat).")] = None,
     horizon: Annotated[float, typer.Option(help="Simulated seconds the plan is judged over.")] = 900.0,
     url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = "",
 ) -> None:
     """Propose a plan; prints it as proposed (see `plan show ID` for the verdict)."""
     body: dict[str, object] = {"intersections": intersections, "horizon_s": horizon}
@@ -282,27 +284,28 @@ def propose_plan(
             except ValueError:
                 fail(f"--timing {item!r}: PHASE=SECONDS is required, e.g. 0=40")
         body["timing"] = parsed
-    console.print(_plan_line(_api("POST", url, "/plans", body)), highlight=False)  # type: ignore[arg-type]
+    console.print(_plan_line(_api("POST", url, key, "/plans", body)), highlight=False)  # type: ignore[arg-type]
 
 
 @plan_app.command("list")
-def list_plans(url: UrlOpt = "http://127.0.0.1:8000") -> None:
+def list_plans(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = "") -> None:
     """The plans, newest first, with their state and reason."""
-    for plan in _api("GET", url, "/plans")["items"]:  # type: ignore[index]
+    for plan in _api("GET", url, key, "/plans")["items"]:  # type: ignore[index]
         console.print(_plan_line(plan), highlight=False)
 
 
 @plan_app.command("show")
-def show_plan(plan_id: Annotated[str, typer.Argument(help="Plan id.")], url: UrlOpt = "http://127.0.0.1:8000") -> None:
+def show_plan(plan_id: Annotated[str, typer.Argument(help="Plan id.")], url: UrlOpt = "http://127.0.0.1:8000",
+              key: KeyOpt = "") -> None:
     """One plan as JSON: prediction (baseline and candidate) and measured outcome."""
     import json
 
-    console.print_json(json.dumps(_api("GET", url, f"/plans/{plan_id}")))
+    console.print_json(json.dumps(_api("GET", url, key, f"/plans/{plan_id}")))
 
 
 @plan_app.command("lights")
-def list_lights(url: UrlOpt = "http://127.0.0.1:8000") -> None:
+def list_lights(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = "") -> None:
     """The live twin's signalised intersections: id, green phases, control now."""
-    for light in _api("GET", url, "/intersections")["items"]:  # type: ignore[index]
+    for light in _api("GET", url, key, "/intersections")["items"]:  # type: ignore[index]
         console.print(f"{light['id']}  greens {light['greenPhases']}  {light.get('controlMode', '?')} "
                       f"({light.get('controller', '?')})", highlight=False)

@@ -20,6 +20,7 @@ from citybrain.core.errors import (
     PayloadTooLarge,
 )
 from citybrain.core.events import EntityChanged, EntityTypesChanged
+from citybrain.governance import access
 from citybrain.hub.entities import service
 from citybrain.hub.entities.models import EntityRow, EntityTypeRow
 from citybrain.hub.entities.ngsi import EntityRecord, parse_attributes, parse_entity
@@ -50,11 +51,11 @@ def load_types(platform: Platform) -> TypeRegistry:
     return registry
 
 
-def _check_scope(platform: Platform, ctx: Context, org_unit: str | None, where: str) -> None:
-    if ctx.org_scope is None:
-        return
-    if org_unit is None or not platform.org_tree.within(org_unit, ctx.org_scope):
+def _check_access(platform: Platform, ctx: Context, org_unit: str | None, type_name: str, where: str) -> None:
+    """A caller writes only within its org scope, and only entities of types it is cleared to see."""
+    if not access.within_scope(platform, ctx, org_unit):
         raise Forbidden(f"{where}: outside your org scope", errors=[])
+    access.require_type_visible(platform, ctx, type_name, field=where)
 
 
 def _events(changes: Sequence[EntityChange], ctx: Context) -> list[EntityChanged]:
@@ -79,7 +80,7 @@ def validate_batch(platform: Platform, items: Sequence[Any], ctx: Context) -> tu
         raw_id = raw.get("id") if isinstance(raw, dict) else None
         try:
             record = parse_entity(raw, types=platform.types, org_units=platform.org_tree, prefix=f"[{index}].")
-            _check_scope(platform, ctx, record.org_unit, f"[{index}].orgUnit")
+            _check_access(platform, ctx, record.org_unit, record.type, f"[{index}].orgUnit")
         except (InvalidInput, Forbidden) as exc:
             for err in exc.errors or [None]:
                 errors.append(ItemError(index, raw_id if isinstance(raw_id, str) else None,
@@ -138,7 +139,7 @@ async def write_entity(platform: Platform, raw: Any, *, ctx: Context, create_onl
 
     def work() -> tuple[dict[str, Any], list[EntityChange]]:
         record = parse_entity(raw, types=platform.types, org_units=platform.org_tree)
-        _check_scope(platform, ctx, record.org_unit, "orgUnit")
+        _check_access(platform, ctx, record.org_unit, record.type, "orgUnit")
         with platform.transaction() as session:
             if create_only and session.get(EntityRow, record.id) is not None:
                 raise Conflict(f"entity {record.id} already exists; use PUT to replace it")
@@ -162,7 +163,7 @@ async def update_attributes(platform: Platform, entity_id: str, raw_attrs: Any, 
     def work() -> tuple[dict[str, Any], list[EntityChange]]:
         with platform.transaction() as session:
             row = service.get_entity(session, entity_id=entity_id)
-            _check_scope(platform, ctx, row.org_unit, "orgUnit")
+            _check_access(platform, ctx, row.org_unit, row.type, "orgUnit")
             errors = ErrorCollector()
             attrs = parse_attributes(raw_attrs, platform.types.get(row.type), errors,
                                      skip=("id", "type", "@context", "createdAt", "modifiedAt"))
@@ -193,7 +194,7 @@ async def delete_entities(platform: Platform, entity_ids: Sequence[str], *, ctx:
             for index, entity_id in enumerate(entity_ids):
                 try:
                     row = service.get_entity(session, entity_id=entity_id)
-                    _check_scope(platform, ctx, row.org_unit, f"[{index}]")
+                    _check_access(platform, ctx, row.org_unit, row.type, f"[{index}]")
                     changes.append(service.delete_entity(session, entity_id=entity_id))
                     result.success.append(entity_id)
                 except (NotFound, Forbidden) as exc:
@@ -210,7 +211,7 @@ async def delete_attribute(platform: Platform, entity_id: str, attribute: str, *
     def work() -> list[EntityChange]:
         with platform.transaction() as session:
             row = service.get_entity(session, entity_id=entity_id)
-            _check_scope(platform, ctx, row.org_unit, "orgUnit")
+            _check_access(platform, ctx, row.org_unit, row.type, "orgUnit")
             changes = [service.delete_attribute(session, entity_id=entity_id, attribute=attribute,
                                                 now=platform.clock.now())]
             _run_hooks(platform, session, changes)

@@ -12,7 +12,9 @@ from fastapi.responses import Response
 from citybrain.api.deps import ContextDep, JsonBody, PageDep, PlatformDep, json_response
 from citybrain.api.problems import HTTP_TITLES
 from citybrain.api.routing import PathRouter
+from citybrain.core.context import SYSTEM, Context
 from citybrain.core.errors import InvalidInput, NotFound
+from citybrain.governance import access
 from citybrain.hub.entities import flows, service
 from citybrain.hub.entities.models import EntityRow
 from citybrain.hub.entities.ngsi import format_datetime, is_urn
@@ -78,13 +80,18 @@ def build_query(
     near: str | None,
     max_distance: float | None,
     org_unit: str | None,
-    scope: tuple[str, ...] | None = None,
+    ctx: Context | None = None,
 ) -> EntityQuery:
-    """Turn query parameters into an EntityQuery, rejecting what cannot be run (shared with subscriptions)."""
+    """Turn query parameters into an EntityQuery, rejecting what cannot be run (shared with subscriptions).
+    With the caller's context, the query keeps to its org scope and to the types it is cleared to see."""
     types = _csv(type)
     for name in types:
         if name not in platform.types:
             raise InvalidInput.at("type", f"unknown entity type {name!r}")
+        if ctx is not None:
+            access.require_type_visible(platform, ctx, name)
+    if ctx is not None and not types and (visible := access.visible_types(platform, ctx)) is not None:
+        types = tuple(sorted(visible))
     ids = _csv(id)
     for entity_id in ids:
         _require_urn(entity_id)
@@ -103,14 +110,8 @@ def build_query(
         if not 0 <= max_distance <= 1_000_000:
             raise InvalidInput.at("maxDistance", "metres between 0 and 1,000,000")
         near_value = (lon, lat, max_distance)
-    org_units: tuple[str, ...] | None = None
-    if org_unit is not None:
-        if org_unit not in platform.org_tree:
-            raise InvalidInput.at("orgUnit", f"unknown org unit {org_unit!r}")
-        org_units = tuple(platform.org_tree.descendants(org_unit))
-    if scope is not None:
-        allowed = {code for unit in scope for code in platform.org_tree.descendants(unit)}
-        org_units = tuple(sorted(allowed if org_units is None else allowed.intersection(org_units)))
+    units = access.scope_units(platform, ctx or SYSTEM, org_unit)
+    org_units = tuple(units) if units is not None else None
     return EntityQuery(types=types, ids=ids, q=parse_q(q) if q else None, bbox=box, near=near_value,
                        org_units=org_units)
 
@@ -132,7 +133,7 @@ async def query_entities(
     count: Annotated[bool, Query(description="Also return the total number of matches")] = False,
 ) -> Response:
     query = build_query(platform, type=type, id=id, q=q, bbox=bbox, near=near, max_distance=maxDistance,
-                        org_unit=orgUnit, scope=ctx.org_scope)
+                        org_unit=orgUnit, ctx=ctx)
     after = service.decode_cursor(page.cursor) if page.cursor else None
     wanted = set(_csv(attrs))
 
@@ -173,8 +174,8 @@ async def get_entity(
     if found is None:
         raise NotFound(f"entity {entity_id} does not exist")
     org_unit, entity = found
-    if ctx.org_scope is not None and (org_unit is None or not platform.org_tree.within(org_unit, ctx.org_scope)):
-        raise NotFound(f"entity {entity_id} does not exist")  # do not reveal what is out of scope
+    access.require_in_scope(platform, ctx, org_unit, what="entity")
+    access.require_type_visible(platform, ctx, entity["type"])
     wanted = set(_csv(attrs))
     if wanted:
         entity = {k: v for k, v in entity.items() if k in ("id", "type") or k in wanted}
@@ -237,6 +238,7 @@ async def batch_upsert(
 
 
 @router.post("/entityOperations/delete", response_model=BatchOperationResult, summary="Batch delete",
+             responses={207: {"model": BatchOperationResult, "description": "Some items were not deleted"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 1000}}}}})
 async def batch_delete(platform: PlatformDep, ctx: ContextDep, body: JsonBody) -> Response:
@@ -258,6 +260,7 @@ def _history_cursor(cursor: str) -> tuple[int, str]:
 @router.get("/entities/{entity_id}/history", response_model=HistoryPage, summary="Attribute history")
 async def history(
     platform: PlatformDep,
+    ctx: ContextDep,
     page: PageDep,
     entity_id: EntityId,
     attrs: Annotated[str | None, Query(description="Attributes, comma-separated (default: all)")] = None,
@@ -272,9 +275,14 @@ async def history(
 
     def work() -> dict[str, Any]:
         with platform.session() as session:
+            row = session.get(EntityRow, entity_id)
+            # a deleted entity's history has no place left to check it against: only the unscoped read it
+            access.require_in_scope(platform, ctx, row.org_unit if row is not None else None, what="entity")
+            if row is not None:
+                access.require_type_visible(platform, ctx, row.type)
             items = service.attribute_history(session, entity_id=entity_id, attributes=_csv(attrs), since=since,
                                               until=until, after=after, limit=page.limit + 1)
-            if not items and after is None and session.get(EntityRow, entity_id) is None:
+            if not items and after is None and row is None:
                 raise NotFound(f"entity {entity_id} does not exist and has no history")
         more = len(items) > page.limit
         items = items[: page.limit]

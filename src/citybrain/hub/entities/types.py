@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from citybrain.core.context import Classification
+
 # \Z, not $: a $ also matches before a trailing newline, and "temp\n" is no attribute name.
 TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}\Z")
 ATTR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
@@ -59,6 +61,9 @@ class TypeSpec(BaseModel):
     smart_data_model: str | None = Field(None, description="Smart Data Models subject, e.g. dataModel.Environment.")
     attributes: dict[str, AttrSpec] = Field(default_factory=dict)
     source: str = Field("operator", description="Which scenario plug-in or 'operator' defined it.")
+    classification: Classification = Field(
+        "internal", description="How entities of this type are classified (public, internal, personal, sensitive): "
+        "callers cleared below it do not see them.")
 
     @field_validator("name")
     @classmethod

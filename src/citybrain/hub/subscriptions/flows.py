@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -28,8 +29,16 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from citybrain.core.context import Context, new_id
-from citybrain.core.errors import CityBrainError, ErrorCollector, InvalidInput
+from citybrain.core.errors import (
+    CityBrainError,
+    ErrorCollector,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    OutOfScope,
+)
 from citybrain.core.events import OrgTreeChanged, SubscriptionsChanged
+from citybrain.governance import access
 from citybrain.hub.background import HttpPollingService, backoff_delay
 from citybrain.hub.entities.ngsi import format_datetime, is_urn
 from citybrain.hub.entities.query import Node, evaluate, parse_q
@@ -277,7 +286,32 @@ async def _changed(platform: Platform, subscription_id: str, operation: str, ctx
                                                     operation=operation))
 
 
+def _yours(platform: Platform, ctx: Context, row: SubscriptionRow) -> bool:
+    """A caller with an org scope sees and changes the subscriptions made within its area only."""
+    if ctx.org_scope is None:
+        return True
+    return row.org_scope is not None and all(access.within_scope(platform, ctx, code) for code in row.org_scope)
+
+
+def _require_yours(platform: Platform, ctx: Context, row: SubscriptionRow) -> None:
+    if not _yours(platform, ctx, row):
+        raise OutOfScope(f"no subscription {row.id} in your area")
+
+
+def _check_types_visible(platform: Platform, ctx: Context, entity_types: list[str] | None) -> None:
+    """A feed carries only what its maker may read: named types must be cleared for it, and a caller not
+    cleared for every type must name the types it subscribes to."""
+    if access.visible_types(platform, ctx) is None:
+        return
+    if not entity_types:
+        raise Forbidden("entityTypes: name the entity types; some types are classified above your clearance",
+                        errors=[FieldError("entityTypes", "required for your clearance")])
+    for name in entity_types:
+        access.require_type_visible(platform, ctx, name, field="entityTypes")
+
+
 async def create_subscription(platform: Platform, data: SubscriptionCreate, *, ctx: Context) -> SubscriptionRead:
+    _check_types_visible(platform, ctx, data.entity_types)
     now = platform.clock.now()
     if data.expires_at is not None and data.expires_at <= now:
         raise InvalidInput.at("expiresAt", "lies in the past")
@@ -316,9 +350,13 @@ async def update_subscription(
     if data.expires_at is not None and data.expires_at <= now:
         raise InvalidInput.at("expiresAt", "lies in the past")
 
+    if "entity_types" in changes:
+        _check_types_visible(platform, ctx, changes["entity_types"])
+
     def work() -> SubscriptionRead:
         with platform.transaction() as session:
             row = service.get_subscription(session, subscription_id=subscription_id)
+            _require_yours(platform, ctx, row)
             for name, value in changes.items():
                 if name == "near":
                     row.near = _near_json(data.near)
@@ -349,6 +387,7 @@ async def update_subscription(
 async def delete_subscription(platform: Platform, subscription_id: str, *, ctx: Context) -> None:
     def work() -> None:
         with platform.transaction() as session:
+            _require_yours(platform, ctx, service.get_subscription(session, subscription_id=subscription_id))
             service.delete_subscription(session, subscription_id=subscription_id)
         matcher_for(platform).reload()
 
@@ -356,16 +395,19 @@ async def delete_subscription(platform: Platform, subscription_id: str, *, ctx: 
     await _changed(platform, subscription_id, "deleted", ctx)
 
 
-async def get_subscription(platform: Platform, subscription_id: str) -> SubscriptionRead:
+async def get_subscription(platform: Platform, subscription_id: str, *, ctx: Context) -> SubscriptionRead:
     def work() -> SubscriptionRead:
         with platform.session() as session:
-            return _read_one(platform, session, service.get_subscription(session, subscription_id=subscription_id))
+            row = service.get_subscription(session, subscription_id=subscription_id)
+            _require_yours(platform, ctx, row)
+            return _read_one(platform, session, row)
 
     return await platform.run(work)
 
 
 async def list_subscriptions(
-    platform: Platform, *, cursor: str | None, limit: int, status: str | None, entity_type: str | None
+    platform: Platform, *, cursor: str | None, limit: int, status: str | None, entity_type: str | None,
+    ctx: Context,
 ) -> SubscriptionPage:
     after = decode_cursor(cursor) if cursor else None
 
@@ -373,7 +415,8 @@ async def list_subscriptions(
         with platform.session() as session:
             rows = service.list_subscriptions(session, after=after, limit=limit + 1,
                                               status=status if status != "expired" else "active",
-                                              entity_type=entity_type)
+                                              entity_type=entity_type,
+                                              keep=None if ctx.org_scope is None else partial(_yours, platform, ctx))
             more = len(rows) > limit
             rows = rows[:limit]
             pending = service.count_pending(session, subscription_ids=[r.id for r in rows])
@@ -387,7 +430,8 @@ async def list_subscriptions(
 
 
 async def list_notifications(
-    platform: Platform, subscription_id: str, *, status: str | None, cursor: str | None, limit: int
+    platform: Platform, subscription_id: str, *, status: str | None, cursor: str | None, limit: int,
+    ctx: Context,
 ) -> NotificationPage:
     before = None
     if cursor:
@@ -398,7 +442,7 @@ async def list_notifications(
 
     def work() -> NotificationPage:
         with platform.session() as session:
-            service.get_subscription(session, subscription_id=subscription_id)
+            _require_yours(platform, ctx, service.get_subscription(session, subscription_id=subscription_id))
             rows = service.list_notifications(session, subscription_id=subscription_id, status=status,
                                               before=before, limit=limit + 1)
         more = len(rows) > limit

@@ -33,20 +33,21 @@ async def create_subscription(
 @router.get("", response_model=SubscriptionPage, summary="List subscriptions with their delivery status")
 async def list_subscriptions(
     platform: PlatformDep,
+    ctx: ContextDep,
     page: PageDep,
     response: Response,
     status: Annotated[Literal["active", "paused", "expired"] | None, Query()] = None,
     type: Annotated[str | None, Query(max_length=128, description="Only those that can match this type")] = None,
 ) -> SubscriptionPage:
     result = await flows.list_subscriptions(platform, cursor=page.cursor, limit=page.limit, status=status,
-                                            entity_type=type)
+                                            entity_type=type, ctx=ctx)
     response.headers.update(page.next_link(result.next_cursor))
     return result
 
 
 @router.get("/{subscription_id}", response_model=SubscriptionRead, summary="One subscription and its delivery status")
-async def get_subscription(platform: PlatformDep, subscription_id: SubscriptionId) -> SubscriptionRead:
-    return await flows.get_subscription(platform, subscription_id)
+async def get_subscription(platform: PlatformDep, ctx: ContextDep, subscription_id: SubscriptionId) -> SubscriptionRead:
+    return await flows.get_subscription(platform, subscription_id, ctx=ctx)
 
 
 @router.patch("/{subscription_id}", response_model=SubscriptionRead,
@@ -67,12 +68,13 @@ async def delete_subscription(platform: PlatformDep, ctx: ContextDep, subscripti
             summary="A subscription's notifications, newest first, with attempts and errors")
 async def list_notifications(
     platform: PlatformDep,
+    ctx: ContextDep,
     page: PageDep,
     response: Response,
     subscription_id: SubscriptionId,
     status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
 ) -> NotificationPage:
     result = await flows.list_notifications(platform, subscription_id, status=status, cursor=page.cursor,
-                                            limit=page.limit)
+                                            limit=page.limit, ctx=ctx)
     response.headers.update(page.next_link(result.next_cursor))
     return result

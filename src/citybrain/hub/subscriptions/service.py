@@ -10,7 +10,7 @@ go out in order. A worker that dies leaves a lease that expires; its notificatio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,20 +39,23 @@ def delete_subscription(session: Session, *, subscription_id: str) -> None:
 
 
 def list_subscriptions(
-    session: Session, *, after: str | None, limit: int, status: str | None = None, entity_type: str | None = None
+    session: Session, *, after: str | None, limit: int, status: str | None = None, entity_type: str | None = None,
+    keep: Callable[[SubscriptionRow], bool] | None = None,
 ) -> list[SubscriptionRow]:
     """Subscriptions in id order after `after`; `limit` rows at most. `entity_type` is checked in Python
-    because the type list is a JSON array (one query shape for both backends); pages stay id-ordered."""
+    because the type list is a JSON array (one query shape for both backends), and so is `keep` (the
+    caller's scope); pages stay id-ordered."""
     stmt = sa.select(SubscriptionRow).order_by(SubscriptionRow.id)
     if after is not None:
         stmt = stmt.where(SubscriptionRow.id > after)
     if status in ("active", "paused"):
         stmt = stmt.where(SubscriptionRow.status == status)
-    if entity_type is None:
+    if entity_type is None and keep is None:
         return list(session.scalars(stmt.limit(limit)))
     out: list[SubscriptionRow] = []
     for row in session.scalars(stmt.execution_options(yield_per=500)):
-        if not row.entity_types or entity_type in row.entity_types:
+        if (entity_type is None or not row.entity_types or entity_type in row.entity_types) and (
+                keep is None or keep(row)):
             out.append(row)
             if len(out) >= limit:
                 break
