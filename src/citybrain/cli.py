@@ -39,7 +39,7 @@ app.add_typer(export_app, name="export")
 def _add_capability_commands() -> None:
     from citybrain.disposal.catalogue.cli import catalogue_app
     from citybrain.disposal.cli import cases_app, routing_app, supervision_app
-    from citybrain.governance.cli import audit_app, key_app, user_app
+    from citybrain.governance.cli import audit_app, datasets_app, key_app, user_app
     from citybrain.hotline.cli import hotline_app
     from citybrain.sensing.cli import alerts_app, devices_app, telemetry_app
     from citybrain.sim.cli import simulate_app
@@ -58,6 +58,7 @@ def _add_capability_commands() -> None:
     app.add_typer(audit_app, name="audit")
     app.add_typer(user_app, name="user")
     app.add_typer(key_app, name="key")
+    app.add_typer(datasets_app, name="datasets")
 
 
 _add_capability_commands()
@@ -257,6 +258,14 @@ def import_entities(
                 progress.advance(task, min(batch, len(items) - start))
 
     asyncio.run(run())
+    if written:  # the file joins the data catalog, feeding the entity types it held (lineage)
+        from citybrain.governance.catalog import register_import, sync
+
+        sync(platform)
+        types = {item.get("type") for item in items if isinstance(item, dict) and isinstance(item.get("type"), str)}
+        with platform.transaction() as session:
+            register_import(platform, session, name=path.name, entity_types=sorted(types & set(platform.types.names())),
+                            records=written, by=ctx)
     for index, field, reason in errors[:20]:
         err_console.print(f"item {index}: {field}: {reason}", highlight=False)
     console.print(f"{written} entities written, {len(errors)} problems" + (" (first 20 shown)" if len(errors) > 20 else ""))

@@ -267,3 +267,134 @@ def key_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (`key li
         made = auth.rotate_key(platform, key_id, by=_operator())
     err_console.print(f"key {key_id} revoked; its replacement {made.row.id} (shown once):", highlight=False)
     console.print(made.secret, highlight=False)
+
+
+# ------------------------------------------------------------------------------------ the data catalog
+
+datasets_app = typer.Typer(help="The data catalog (数据资产): datasets, owners, classification, lineage, quality "
+                                "rules and scores.", no_args_is_help=True)
+
+
+@datasets_app.command("list")
+def datasets_list(
+    kind: Annotated[str | None, typer.Option(help="entities, telemetry, cases, reports, alerts or import")] = None,
+    owner: Annotated[str | None, typer.Option(help="A department slug, or 'operations'.")] = None,
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Every dataset with its owner, classification and how its quality rules did in the last 24 h."""
+    from citybrain.governance import catalog
+
+    with _store(db, home) as platform, platform.session() as session:
+        catalog.sync(platform)
+        since, until = catalog.window(None, None, platform.clock.now())
+        table = Table("dataset", "title", "owner", "class", "rules", "quality (24 h)", "last arrival")
+        for row in catalog.list_datasets(session, kind=kind, owner=owner):
+            summary = catalog.rule_summary(row, catalog.scores(session, row.id, since=since, until=until))
+            table.add_row(row.id, row.title_zh if row.title_zh != row.title else row.title, row.owner,
+                          row.classification, str(len(row.rules)), _quality_cell(summary),
+                          row.last_ingest_at.strftime("%Y-%m-%d %H:%M") if row.last_ingest_at else "–")
+    console.print(table)
+
+
+def _quality_cell(summary: list[dict]) -> str:
+    if not summary:
+        return "–"
+    failing = [s["id"] for s in summary if s["status"] == "failing"]
+    if failing:
+        return f"[red]failing: {', '.join(failing)}[/red]"
+    if all(s["status"] == "no data" for s in summary):
+        return "no data"
+    return "[green]met[/green]"
+
+
+@datasets_app.command("show")
+def datasets_show(
+    dataset_id: Annotated[str, typer.Argument(help="e.g. entities:AirQualityObserved, telemetry:air_quality, cases")],
+    hours: Annotated[float, typer.Option(min=1, max=24 * 90, help="The window the rules' status covers.")] = 24,
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """A dataset: fields, lineage, and each rule's share of passed checks hour by hour (a bar per hour)."""
+    from citybrain.governance import catalog
+
+    with _store(db, home) as platform, platform.session() as session:
+        row = catalog.get_dataset(session, dataset_id)
+        since, until = catalog.window(None, None, platform.clock.now(), hours=hours)
+        found = catalog.scores(session, row.id, since=since, until=until)
+        graph = catalog.lineage(session, row.id, depth=1)
+        summary = catalog.rule_summary(row, found)
+    console.print(f"[bold]{row.id}[/bold]  {row.title} · {row.title_zh}\nowner {row.owner} · classified "
+                  f"{row.classification} · {row.source}", highlight=False)
+    fields = Table("field", "kind", "unit", "range", title="fields")
+    for name, about in row.fields.items():
+        bounds = "" if about.get("minimum") is None and about.get("maximum") is None else (
+            f"{about.get('minimum', '')} … {about.get('maximum', '')}")
+        fields.add_row(name, str(about.get("kind", "")), str(about.get("unit") or ""), bounds)
+    console.print(fields)
+    for edge in graph["edges"]:
+        console.print(f"  {edge['from']} → {edge['to']}  ({edge['process']})", highlight=False)
+    rules = Table("rule", "check", "field", "target", "checked", "passed", "share", "status", "per hour",
+                  title=f"quality, last {hours:g} h")
+    for status in summary:
+        series = [s for s in found if s.rule_id == status["id"]]
+        spark = "".join(" ▁▂▃▄▅▆▇█"[min(8, round(8 * s.passed / s.checked))] if s.checked else " " for s in series)
+        share = "–" if status["share"] is None else f"{status['share']:.1%}"
+        colour = {"met": "green", "failing": "red"}.get(status["status"], "dim")
+        rules.add_row(status["id"], status["check"], status["field"] or "", f"{status['minShare']:.0%}",
+                      f"{status['checked']:,}", f"{status['passed']:,}", share,
+                      f"[{colour}]{status['status']}[/{colour}]", spark)
+    console.print(rules)
+
+
+@datasets_app.command("rules")
+def datasets_rules(
+    dataset_id: Annotated[str, typer.Argument(help="The dataset whose rules the file replaces.")],
+    path: Annotated[Path, typer.Argument(help="YAML or JSON: a list of rules, or {rules: [...]}.")],
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """Replace a dataset's quality rules (completeness, range, uniqueness, freshness), checked as a whole."""
+    import yaml
+
+    from citybrain.governance import catalog
+
+    if not path.exists():
+        fail(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        fail(f"{path}: not YAML or JSON: {exc}")
+    with _store(db, home) as platform:
+        catalog.sync(platform)
+        row = catalog.set_rules(platform, dataset_id, raw, by=_operator())
+    console.print(f"{row.id}: {len(row.rules)} rules ({', '.join(r['id'] for r in row.rules) or 'none'})",
+                  highlight=False)
+
+
+@datasets_app.command("lineage")
+def datasets_lineage(
+    dataset_id: Annotated[str, typer.Argument(help="The dataset.")],
+    depth: Annotated[int, typer.Option(min=1, max=20, help="Steps up and down stream.")] = 10,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print a Mermaid flowchart to paste in a wiki.")] = False,
+    db: DbOpt = "", home: HomeOpt = Path(".citybrain"),
+) -> None:
+    """What feeds a dataset and what it feeds."""
+    from citybrain.governance import catalog
+
+    with _store(db, home) as platform, platform.session() as session:
+        catalog.sync(platform)
+        graph = catalog.lineage(session, dataset_id, depth=depth)
+    if mermaid:
+        console.print(catalog.lineage_mermaid(graph), highlight=False, markup=False)
+        return
+    for edge in graph["edges"]:
+        console.print(f"{edge['from']} → {edge['to']}  ({edge['process']})", highlight=False)
+
+
+@datasets_app.command("check")
+def datasets_check(db: DbOpt = "", home: HomeOpt = Path(".citybrain")) -> None:
+    """Score the rules now over what arrived since the last round (a running server does it every minute)."""
+    from citybrain.governance import catalog
+
+    with _store(db, home) as platform:
+        catalog.sync(platform)
+        report = catalog.check_now(platform)
+    console.print(f"{report.records_checked:,} records of {report.datasets} datasets with rules checked")

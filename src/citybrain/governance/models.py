@@ -1,4 +1,5 @@
-"""Tables of the governance capability: the append-only, hash-chained audit log."""
+"""Tables of the governance capability: the append-only, hash-chained audit log, users and keys, and the
+data catalog (datasets, lineage, quality scores)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,82 @@ class ApiKeyRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     replaced_by: Mapped[str | None] = mapped_column(sa.String(32))
+
+
+class DatasetRow(Base):
+    """One dataset the platform holds or receives (数据资产): an entity type, a telemetry stream, the
+    cases, the complaints, an imported file. `managed` rows are registered by the platform from what the
+    code and plug-ins define (kept in step at start); the others by operators. `rules` are its declarative
+    quality checks (governance.quality)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)  # "entities/AirQualityObserved"
+    kind: Mapped[str] = mapped_column(sa.String(32))  # entities, telemetry, cases, reports, alerts, import
+    title: Mapped[str] = mapped_column(sa.String(200))
+    title_zh: Mapped[str] = mapped_column(sa.String(200))
+    owner: Mapped[str] = mapped_column(sa.String(64))  # a department slug, or "operations" (the centre)
+    classification: Mapped[str] = mapped_column(sa.String(16))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONType)  # name -> {kind, unit, minimum, maximum, …}
+    source: Mapped[str] = mapped_column(sa.String(500))  # where it comes from, in words
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    managed: Mapped[bool] = mapped_column(sa.Boolean)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(sa.String(200))
+    last_ingest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # newest record seen arriving
+    checked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # quality evaluated up to here
+
+
+class LineageRow(Base):
+    """`upstream` feeds `downstream` through `process` (e.g. telemetry/air_quality → entities/
+    AirQualityObserved through the sensing ingest)."""
+
+    __tablename__ = "dataset_lineage"
+
+    upstream: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    downstream: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    process: Mapped[str] = mapped_column(sa.String(200))
+    managed: Mapped[bool] = mapped_column(sa.Boolean)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (sa.Index("ix_dataset_lineage_downstream", "downstream"),)
+
+
+class QualityScoreRow(Base):
+    """What one quality rule found in one hour of one dataset: records checked and records that passed
+    (for dataset-wide rules such as freshness, one check per evaluation). Several server processes add to
+    the same row."""
+
+    __tablename__ = "quality_scores"
+
+    dataset_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    checked: Mapped[int] = mapped_column(sa.BigInteger)
+    passed: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class ShareRow(Base):
+    """A department's request for another department's dataset, and the owner's decision: which fields,
+    which org units and until when. Read through `GET /api/v1/shares/{id}/records` only while approved and
+    unexpired; every read is audited."""
+
+    __tablename__ = "data_shares"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(sa.String(200))
+    requester: Mapped[str] = mapped_column(sa.String(64))  # the department asking (a slug)
+    owner: Mapped[str] = mapped_column(sa.String(64))  # the dataset's owner when asked
+    purpose: Mapped[str] = mapped_column(sa.String(500))
+    fields: Mapped[list[str]] = mapped_column(JSONType)  # asked for, then granted (never wider)
+    org_scope: Mapped[list[str] | None] = mapped_column(JSONType)  # None: the whole district
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(sa.String(16))  # requested, approved, rejected, revoked, expired
+    requested_by: Mapped[str] = mapped_column(sa.String(200))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(sa.String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(sa.String(500))
+
+    __table_args__ = (sa.Index("ix_data_shares_dataset_id_status", "dataset_id", "status"),)

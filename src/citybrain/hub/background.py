@@ -128,6 +128,7 @@ class HttpPollingService(PollingService):
 
 def services_for(platform: Platform) -> list[BackgroundService]:
     from citybrain.disposal.runtime import Disposal
+    from citybrain.governance.catalog import GovernanceRounds
     from citybrain.hotline.runtime import Hotline
     from citybrain.hub.commands.flows import CommandDispatcher, HealthChecker
     from citybrain.hub.subscriptions.flows import WebhookDelivery
@@ -135,7 +136,7 @@ def services_for(platform: Platform) -> list[BackgroundService]:
     from citybrain.traffic.live import LiveTraffic
 
     return [WebhookDelivery(platform), CommandDispatcher(platform), HealthChecker(platform), SensingRuntime(platform),
-            Disposal(platform), Hotline(platform), LiveTraffic(platform)]
+            Disposal(platform), Hotline(platform), LiveTraffic(platform), GovernanceRounds(platform)]
 
 
 def find_service(platform: Platform, kind: type[S]) -> S | None:

@@ -11,7 +11,9 @@ def extra() -> list[APIRouter]:
     from citybrain.disposal.router import router as cases_router
     from citybrain.disposal.router import supervision_router
     from citybrain.governance.auth_router import router as auth_router
+    from citybrain.governance.catalog_router import router as catalog_data_router
     from citybrain.governance.router import router as audit_router
+    from citybrain.governance.sharing_router import router as sharing_router
     from citybrain.hotline.open311 import router as open311_router
     from citybrain.hotline.router import router as hotline_router
     from citybrain.hub.commands.router import commands_router, systems_router
@@ -21,4 +23,4 @@ def extra() -> list[APIRouter]:
 
     return [subscriptions_router, systems_router, commands_router, sensing_router, catalogue_router, cases_router,
             supervision_router, hotline_router, open311_router, traffic_router, audit_router,
-            auth_router]
+            auth_router, catalog_data_router, sharing_router]

@@ -13,7 +13,7 @@ from importlib import resources
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from citybrain.core.registry import Registry
 from citybrain.hub.entities.types import TypeSpec
@@ -34,7 +34,19 @@ class ScenarioManifest(BaseModel):
     title: str
     title_zh: str
     description: str = ""
+    department: str = Field("operations", description="Who owns the data it brings (a department slug of "
+                            "hub.org.departments, or 'operations': the city operations centre)")
     entity_types: list[TypeSpec] = Field(default_factory=list)
+
+    @field_validator("department")
+    @classmethod
+    def _known_department(cls, slug: str) -> str:
+        from citybrain.hub.org.departments import DEPARTMENTS
+
+        known = {d.slug for d in DEPARTMENTS} | {"operations"}
+        if slug not in known:
+            raise ValueError(f"unknown department {slug!r}; known: {', '.join(sorted(known))}")
+        return slug
     device_types: list[DeviceTypeSpec] = Field(default_factory=list)
     indicators: list[IndicatorSpec] = Field(default_factory=list)
     catalogue: list[str] = Field(

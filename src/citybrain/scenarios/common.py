@@ -9,7 +9,7 @@ A = AttrSpec
 @scenarios.register("common")
 class Common(Scenario):
     manifest = ScenarioManifest(
-        slug="common", title="Common city objects", title_zh="通用城市对象",
+        slug="common", title="Common city objects", title_zh="通用城市对象", department="operations",
         entity_types=[
             TypeSpec(name="Device", title="IoT device", title_zh="物联网设备",
                      smart_data_model="dataModel.Device",

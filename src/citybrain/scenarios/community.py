@@ -8,7 +8,7 @@ from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 @scenarios.register("community")
 class Community(Scenario):
     manifest = ScenarioManifest(
-        slug="community", title="Community affairs", title_zh="社区事务",
+        slug="community", title="Community affairs", title_zh="社区事务", department="minzheng",
         description="Property management, housing, neighbourhood order and social assistance (物业, 群租, 邻里, 救助).",
         catalogue=["community.yaml"],
     )

@@ -8,7 +8,7 @@ from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 @scenarios.register("education")
 class Education(Scenario):
     manifest = ScenarioManifest(
-        slug="education", title="Education", title_zh="教育",
+        slug="education", title="Education", title_zh="教育", department="jiaoyu",
         description="School admission, fees, off-campus tutoring, safety around schools, culture and sports venues.",
         catalogue=["education.yaml"],
     )

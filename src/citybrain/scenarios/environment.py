@@ -12,7 +12,7 @@ A = AttrSpec
 @scenarios.register("air")
 class AirQuality(Scenario):
     manifest = ScenarioManifest(
-        slug="air", title="Air quality", title_zh="空气质量",
+        slug="air", title="Air quality", title_zh="空气质量", department="shengtai",
         catalogue=["environment.yaml"],
         entity_types=[
             TypeSpec(name="AirQualityObserved", title="Air quality observation", title_zh="空气质量监测",

@@ -9,7 +9,7 @@ from citybrain.sensing.vitals.spec import IndicatorSpec
 @scenarios.register("fire")
 class FireSafety(Scenario):
     manifest = ScenarioManifest(
-        slug="fire", title="Fire safety", title_zh="消防安全",
+        slug="fire", title="Fire safety", title_zh="消防安全", department="xiaofang",
         catalogue=["fire.yaml"],
         device_types=[
             DeviceTypeSpec(

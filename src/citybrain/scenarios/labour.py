@@ -8,7 +8,7 @@ from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 @scenarios.register("labour")
 class Labour(Scenario):
     manifest = ScenarioManifest(
-        slug="labour", title="Labour and social security", title_zh="劳动和社会保障",
+        slug="labour", title="Labour and social security", title_zh="劳动和社会保障", department="renshe",
         description="Unpaid wages, labour contracts, social insurance, work injury, employment and training.",
         catalogue=["labour.yaml"],
     )

@@ -12,7 +12,7 @@ A = AttrSpec
 @scenarios.register("lighting")
 class Lighting(Scenario):
     manifest = ScenarioManifest(
-        slug="lighting", title="Street lighting", title_zh="城市照明",
+        slug="lighting", title="Street lighting", title_zh="城市照明", department="chengguan",
         catalogue=["lighting.yaml"],
         entity_types=[
             TypeSpec(name="Streetlight", title="Streetlight", title_zh="路灯",

@@ -8,7 +8,7 @@ from citybrain.scenarios import Scenario, ScenarioManifest, scenarios
 @scenarios.register("market")
 class Market(Scenario):
     manifest = ScenarioManifest(
-        slug="market", title="Market regulation", title_zh="市场监管",
+        slug="market", title="Market regulation", title_zh="市场监管", department="shichang",
         description="Food and drug safety, prices, licensing, advertising, consumer disputes and special equipment.",
         catalogue=["market.yaml"],
     )

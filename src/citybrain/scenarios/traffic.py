@@ -12,7 +12,7 @@ A = AttrSpec
 @scenarios.register("traffic")
 class Traffic(Scenario):
     manifest = ScenarioManifest(
-        slug="traffic", title="Traffic", title_zh="交通",
+        slug="traffic", title="Traffic", title_zh="交通", department="jiaotong",
         catalogue=["traffic.yaml"],
         entity_types=[
             TypeSpec(name="TrafficFlowObserved", title="Traffic flow observation", title_zh="交通流量监测",

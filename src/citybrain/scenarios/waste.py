@@ -12,7 +12,7 @@ A = AttrSpec
 @scenarios.register("waste")
 class Waste(Scenario):
     manifest = ScenarioManifest(
-        slug="waste", title="Waste", title_zh="垃圾治理",
+        slug="waste", title="Waste", title_zh="垃圾治理", department="lvrong",
         catalogue=["waste.yaml"],
         entity_types=[
             TypeSpec(name="WasteContainer", title="Waste container", title_zh="垃圾桶",

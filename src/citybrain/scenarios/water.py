@@ -12,7 +12,7 @@ A = AttrSpec
 @scenarios.register("water")
 class Water(Scenario):
     manifest = ScenarioManifest(
-        slug="water", title="Water", title_zh="水务",
+        slug="water", title="Water", title_zh="水务", department="shuiwu",
         catalogue=["water.yaml"],
         entity_types=[
             TypeSpec(name="WaterQualityObserved", title="Water quality observation", title_zh="水质监测",
