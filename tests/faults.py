@@ -104,3 +104,140 @@ def _check(home: Path, acknowledged: dict[str, str], report: FaultReport) -> Non
         report.audit_records = result.records
     finally:
         platform.dispose()
+
+
+@dataclass
+class StoreOutageReport:
+    cycles: int = 0
+    acknowledged: int = 0  # writes answered 201
+    unavailable: int = 0  # writes answered 503 while the store was down (the client may retry)
+    server_errors: list[str] = field(default_factory=list)  # any other 5xx, or the server not answering
+    degraded_seen: int = 0  # outages during which /health said "degraded"
+    recovery_s: list[float] = field(default_factory=list)  # store back → first write answered 201
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    chain_intact: bool = False
+
+
+def store_outage_cycles(home: Path, cycles: int, *, clients: int = 4, up_s: float = 1.5, down_s: float = 2.0,
+                        progress=None) -> StoreOutageReport:
+    """`citybrain serve` on a PostgreSQL of the test's own, which is stopped (fast shutdown: connections cut,
+    open transactions rolled back) and started again under writes, cycle after cycle, the server left
+    running. While the store is down writes must be answered 503 and /health must say degraded; once it is
+    back the server must take writes again by itself; every write answered 201 must be stored once, with its
+    audit record, and the audit chain must verify."""
+    from tests.servers import PrivatePostgres
+
+    with PrivatePostgres() as store:
+        return _outage_cycles(home, store, {"CITYBRAIN_DB": store.url}, store.url, cycles, clients=clients,
+                              up_s=up_s, down_s=down_s, degraded=lambda h: not h["store"]["ok"], progress=progress)
+
+
+def bus_outage_cycles(home: Path, cycles: int, *, clients: int = 4, up_s: float = 1.5, down_s: float = 2.0,
+                      progress=None) -> StoreOutageReport:
+    """The same with the NATS JetStream bus stopped and started (the store, SQLite, stays up): /health must
+    say the bus is disconnected meanwhile, writes wait for the reconnection (nats-py buffers their events)
+    and none may fail or be lost."""
+    from tests.servers import PrivateNats
+
+    with PrivateNats() as bus:
+        return _outage_cycles(home, bus, {"CITYBRAIN_BUS": bus.url}, "", cycles, clients=clients, up_s=up_s,
+                              down_s=down_s, degraded=lambda h: not h["bus_connected"], progress=progress)
+
+
+def _outage_cycles(home: Path, service, environment: dict[str, str], db: str, cycles: int, *, clients: int,
+                   up_s: float, down_s: float, degraded, progress) -> StoreOutageReport:
+    from tests.servers import stop
+
+    report = StoreOutageReport()
+    acknowledged: dict[str, str] = {}
+    lock = threading.Lock()
+    environment = {**os.environ, **environment, "CITYBRAIN_AUTH_REQUIRED": "true", "CITYBRAIN_RATE_LIMIT_PER_S": "0"}
+    port = free_port()
+    server = start_citybrain(home, port, "serve", env=environment)
+    key = make_key(home, "outage writers", ["system"], db=db)
+    base = f"http://127.0.0.1:{port}"
+    done = threading.Event()
+    last_ok = [0.0]
+
+    def write(worker: int) -> None:
+        number = 0
+        with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
+            while not done.is_set():
+                entity_id = f"urn:ngsi-ld:Streetlight:o-w{worker}-{number}"
+                number += 1
+                try:
+                    answer = client.post("/api/v1/entities", json={
+                        "id": entity_id, "type": "Streetlight", "powerState": {"type": "Property", "value": "on"}})
+                except httpx.TransportError as exc:
+                    with lock:
+                        report.server_errors.append(f"no answer: {exc!r}")
+                    time.sleep(0.2)
+                    continue
+                with lock:
+                    if answer.status_code == 201:
+                        acknowledged[answer.headers["x-request-id"]] = entity_id
+                        last_ok[0] = time.monotonic()
+                    elif answer.status_code == 503:
+                        report.unavailable += 1
+                    elif answer.status_code >= 500:
+                        report.server_errors.append(f"{answer.status_code}: {answer.text[:300]}")
+                if answer.status_code == 503:
+                    time.sleep(0.05)
+
+    workers = [threading.Thread(target=write, args=(w,)) for w in range(clients)]
+    for worker in workers:
+        worker.start()
+    try:
+        for cycle in range(cycles):
+            time.sleep(up_s)
+            service.stop()
+            deadline, seen = time.monotonic() + down_s, False
+            while time.monotonic() < deadline:
+                try:
+                    health = httpx.get(f"{base}/health", timeout=5).json()
+                    seen = seen or (health["status"] == "degraded" and degraded(health))
+                except httpx.TransportError as exc:
+                    report.server_errors.append(f"/health did not answer: {exc!r}")
+                time.sleep(0.2)
+            report.degraded_seen += seen
+            service.start()
+            back = time.monotonic()
+            while last_ok[0] < back and time.monotonic() - back < 60:
+                time.sleep(0.05)
+            report.recovery_s.append(round(last_ok[0] - back, 2) if last_ok[0] >= back else float("inf"))
+            report.cycles += 1
+            if progress is not None:
+                progress(cycle)
+        time.sleep(up_s)  # writes after the last outage, which move any spooled audit record into the log
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join()
+        stop(server)
+    report.acknowledged = len(acknowledged)
+    _check_store(db, home, acknowledged, report)
+    return report
+
+
+def _check_store(url: str, home: Path, acknowledged: dict[str, str], report: StoreOutageReport) -> None:
+    import sqlalchemy as sa
+
+    from citybrain.governance import audit
+    from citybrain.governance.models import AuditRecordRow
+    from citybrain.hub.entities.models import EntityRow
+    from citybrain.platform import Platform
+    from citybrain.settings import Settings
+
+    platform = Platform(Settings(db=url, home=home, bus="memory"))
+    try:
+        with platform.session() as session:
+            stored = set(session.scalars(sa.select(EntityRow.id).where(EntityRow.id.in_(list(acknowledged.values())))))
+            recorded = Counter(session.scalars(sa.select(AuditRecordRow.context_id)
+                                               .where(AuditRecordRow.action == "POST /api/v1/entities")))
+            report.chain_intact = audit.verify(session).intact
+        report.lost = sorted({entity for request, entity in acknowledged.items()
+                              if entity not in stored or recorded[request] == 0})
+        report.duplicated = sorted(request for request, count in recorded.items() if count > 1)
+    finally:
+        platform.dispose()

@@ -115,7 +115,7 @@ def up(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     db: DbOpt = "",
-    bus: BusOpt = "memory",
+    bus: BusOpt = "",
     home: HomeOpt = Path(".citybrain"),
     district: Annotated[str, typer.Option(help="Demo district: pudong, haidian, xihu, or a division code.")] = "pudong",
     workers: WorkersOpt = 1,
@@ -124,8 +124,8 @@ def up(
     """Start the City Brain with the demo district: migrate the store, load the district's org tree
     (idempotent), then serve the API and docs until Ctrl-C."""
     _logging(verbose)
-    _check_workers(workers, bus)
     settings = settings_from(host=host, port=port, db=db, bus=bus, home=home)
+    _check_workers(workers, settings.bus)
     platform = open_platform(settings)
     from citybrain.hub.org.flows import import_district
 
@@ -164,15 +164,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     db: DbOpt = "",
-    bus: BusOpt = "memory",
+    bus: BusOpt = "",
     home: HomeOpt = Path(".citybrain"),
     workers: WorkersOpt = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve the API on an existing store (migrating it first), without loading demo data."""
     _logging(verbose)
-    _check_workers(workers, bus)
     settings = settings_from(host=host, port=port, db=db, bus=bus, home=home)
+    _check_workers(workers, settings.bus)
     _serve(settings, open_platform(settings), workers)
 
 

@@ -24,7 +24,8 @@ DbOpt = Annotated[
     str, typer.Option("--db", help="Store URL: empty = SQLite under --home; postgresql://user@host/db")
 ]
 HomeOpt = Annotated[Path, typer.Option("--home", help="Folder for embedded state (SQLite file, lake).")]
-BusOpt = Annotated[str, typer.Option("--bus", help="'memory' (in-process) or nats://host:4222 (JetStream).")]
+BusOpt = Annotated[str, typer.Option("--bus", show_default=False, help=(
+    "'memory' (in-process) or nats://host:4222 (JetStream); default CITYBRAIN_BUS, else memory."))]
 # Commands that call a running City Brain over HTTP sign in with an API key (`citybrain key create`)
 KeyOpt = Annotated[str, typer.Option(
     "--key", envvar="CITYBRAIN_API_KEY", show_default=False,

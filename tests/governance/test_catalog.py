@@ -102,8 +102,8 @@ def test_cases_are_scored_in_rounds_without_counting_one_twice(platform: Platfor
             body = {"eventType": "CG-01-002", "description": "墙上小广告", "dispatch": False,
                     **({"orgUnit": org_unit} if org_unit else {})}
             assert client.post("/api/v1/cases", json=body).status_code == 201
-        first = client.post("/api/v1/datasets/quality-check").json()
-        assert first["recordsChecked"] == 6  # the three cases and their first reports
+        # the service's own round may run meanwhile: whoever checks a case, it is counted once
+        client.post("/api/v1/datasets/quality-check")
         assert client.post("/api/v1/datasets/quality-check").json()["recordsChecked"] == 0
         located = next(q for q in client.get("/api/v1/datasets/cases").json()["quality"] if q["id"] == "located")
         assert (located["checked"], located["passed"], located["status"]) == (3, 2, "failing")

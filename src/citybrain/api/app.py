@@ -95,8 +95,10 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
                 return False
 
         db_ok = await platform.run(check_db)
-        return {"status": "ok" if db_ok else "degraded", "version": __version__, "process": os.getpid(),
+        bus_ok = platform.bus.connected
+        return {"status": "ok" if db_ok and bus_ok else "degraded", "version": __version__, "process": os.getpid(),
                 "store": {"dialect": platform.dialect, "ok": db_ok}, "bus": platform.bus.describe,
+                "bus_connected": bus_ok,
                 "org_units": len(platform.org_tree)}
 
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False, tags=["operations"])

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -102,11 +102,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _store(request: Request, exc: DBAPIError) -> Response:
-        if not exc.connection_invalidated:
+        # a connection cut, refused, or to a store shutting down or starting up: the store is unavailable
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
             return await _unexpected(request, exc)
         log.warning("store connection lost on %s %s: %s", request.method, request.url.path, exc.orig)
         return problem_response(503, "Service unavailable",
-                                "The connection to the store was lost during this request. Retry shortly.",
+                                "The store is unavailable (connection lost or refused, or it is restarting). "
+                                "Retry shortly.",
                                 slug="store-unavailable", request=request, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)

@@ -65,6 +65,11 @@ class Bus(abc.ABC):
     def describe(self) -> str:
         return type(self).__name__
 
+    @property
+    def connected(self) -> bool:
+        """Whether events published now reach the bus at once (an in-process bus always does)."""
+        return True
+
 
 async def call_handler(handler: Handler, event: Event, stats: BusStats) -> bool:
     """Run one handler on one event; a failure is logged and counted, never raised."""

@@ -20,9 +20,11 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from citybrain.core.bus import Bus, BusStats, Handler, Unsubscribe, call_handler
+from citybrain.core.context import new_id
+from citybrain.core.errors import ServiceUnavailable
 from citybrain.core.events import Event
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ MAX_DELIVER = 5  # deliveries of one message before JetStream gives up on it (a 
 MAX_ACK_PENDING = 256  # batches in flight per consumer: bounds client memory at ~128 MB per consumer
 STREAM_MAX_AGE = 7 * 24 * 3600.0  # how long a consumer group may be away and still catch up
 STREAM_MAX_BYTES = 8 * 2**30  # and a ceiling on disk: past it the oldest events go first
+ACK_RETRY_S = 3.0  # how long one message's acknowledgement is awaited before it is sent again
 SERVER_CHECK_INTERVAL = 0.25  # drain: how often to ask the server about group members in other processes
 
 
@@ -104,6 +107,11 @@ class NatsBus(Bus):
     def describe(self) -> str:
         return f"NATS JetStream {self.url} (stream {self.stream}, subjects {self.subject_prefix}.>)"
 
+    @property
+    def connected(self) -> bool:
+        """False while nats-py reconnects (publishes wait for it, up to `publish_timeout`)."""
+        return self._nc is not None and self._nc.is_connected
+
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -168,20 +176,46 @@ class NatsBus(Bus):
     # -- publishing ------------------------------------------------------------------------------------
 
     async def publish(self, *events: Event) -> None:
-        """Store the events in the stream; returns once JetStream acknowledged every message."""
+        """Store the events in the stream; returns once JetStream acknowledged every message.
+
+        A message whose acknowledgement is lost (the connection dropped while it was in flight, or NATS
+        restarted) is sent again with the same `Nats-Msg-Id`, so the stream keeps it once (its duplicate
+        window is two minutes), until `publish_timeout`; then ServiceUnavailable (503), never a 500."""
         if not events:
             return
         js = self._jetstream()
-        sent: list[tuple[str, asyncio.Future[api.PubAck]]] = []
+        pending: list[tuple[str, str, bytes, dict[str, str]]] = []
         for event_class, run in itertools.groupby(events, key=type):
             name = event_class.__name__
             subject = f"{self.subject_prefix}.{name}"
             for payload, count in self._pack(run):
-                headers = {TYPE_HEADER: name, COUNT_HEADER: str(count)}
-                sent.append((name, await js.publish_async(subject, payload, stream=self.stream, headers=headers)))
-        acks = await asyncio.wait_for(asyncio.gather(*(future for _, future in sent)), self.publish_timeout)
-        for (name, _), ack in zip(sent, acks, strict=True):
-            self._last_seq[name] = max(self._last_seq.get(name, 0), ack.seq)
+                headers = {TYPE_HEADER: name, COUNT_HEADER: str(count), "Nats-Msg-Id": new_id()}
+                pending.append((name, subject, payload, headers))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        while True:
+            futures = [await js.publish_async(subject, payload, stream=self.stream, headers=headers)
+                       for _, subject, payload, headers in pending]
+            wait = max(0.05, min(ACK_RETRY_S, deadline - loop.time()))
+            results = await asyncio.gather(*(asyncio.wait_for(f, wait) for f in futures), return_exceptions=True)
+            again, failure = [], None
+            for message, result in zip(pending, results, strict=True):
+                if isinstance(result, api.PubAck):
+                    self._last_seq[message[0]] = max(self._last_seq.get(message[0], 0), result.seq)
+                elif isinstance(result, APIError) or not isinstance(result, Exception):
+                    raise result  # refused by the server (too large, no such stream): sending again won't help
+                else:
+                    again.append(message)
+                    failure = failure or result
+            if not again:
+                break
+            if loop.time() >= deadline:
+                raise ServiceUnavailable(f"the event bus did not acknowledge {len(again)} messages within "
+                                         f"{self.publish_timeout:g} s (NATS at {self.url} unreachable?)")
+            log.warning("bus: %d messages unacknowledged (%s); sending them again", len(again),
+                        type(failure).__name__)
+            await asyncio.sleep(0.2)
+            pending = again
         self.stats.published += len(events)
 
     def _pack(self, events: Iterable[Event]) -> Iterator[tuple[bytes, int]]:

@@ -12,10 +12,15 @@ elsewhere reveals: `citybrain audit head` prints one, `citybrain audit verify --
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
+import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +34,7 @@ from citybrain.governance.models import AuditRecordRow
 if TYPE_CHECKING:
     from citybrain.platform import Platform
 
+log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 # pg_advisory_xact_lock key of the chain ("audit" in ASCII): any fixed number no other lock uses
 CHAIN_LOCK = 0x6175646974
@@ -49,6 +55,10 @@ class AuditEntry:
     org_scope: tuple[str, ...] | None = None
     client: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # set when a record waited in the spool: when the act happened, and the record's id fixed beforehand so a
+    # spool drained twice (a crash between commit and clean-up) adds it once
+    at: datetime | None = None
+    record_id: str | None = None
 
     @classmethod
     def of(cls, ctx: Context, *, action: str, resource: str, outcome: str, purpose: str | None = None,
@@ -83,7 +93,7 @@ def append_in(session: Session, entries: Sequence[AuditEntry], *, at: datetime) 
     for entry in entries:
         seq += 1
         row = AuditRecordRow(
-            seq=seq, id=new_id(), at=at, actor=entry.actor[:200], action=entry.action[:200],
+            seq=seq, id=entry.record_id or new_id(), at=entry.at or at, actor=entry.actor[:200], action=entry.action[:200],
             resource=entry.resource[:500], outcome=entry.outcome[:32],
             purpose=entry.purpose[:500] if entry.purpose else None, context_id=entry.context_id,
             parent_id=entry.parent_id, org_scope=list(entry.org_scope) if entry.org_scope is not None else None,
@@ -110,13 +120,85 @@ def append(platform: Platform, entry: AuditEntry) -> AuditRecordRow:
     return append_many(platform, [entry])[0]
 
 
+class Spool:
+    """Audit records the store could not take (it is down or restarting), kept on the server's disk until
+    it can: each batch appended to this process's file and fsynced before the request is answered, so an
+    acknowledged act keeps its record through a store outage and a crash. `drain` moves every process's
+    spooled records into the log once the store answers again (the governance round runs it each minute,
+    and a process that spooled runs it after its next successful append)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pending = False  # this process spooled since its last drain
+
+    def keep(self, entries: Sequence[AuditEntry], at: datetime) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lines = b"".join(orjson.dumps({
+            "actor": e.actor, "action": e.action, "resource": e.resource, "outcome": e.outcome,
+            "purpose": e.purpose, "context_id": e.context_id, "parent_id": e.parent_id,
+            "org_scope": list(e.org_scope) if e.org_scope is not None else None, "client": e.client,
+            "detail": dict(e.detail), "at": _moment(e.at or at), "record_id": e.record_id or new_id()}) + b"\n"
+            for e in entries)
+        with (self.folder / f"spool-{os.getpid()}.ndjson").open("ab") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.pending = True
+
+    def drain(self, platform: Platform) -> int:
+        """Append every spooled record to the log (each file in one transaction, skipping records already
+        there); a file is removed once its records are committed. Returns how many were appended."""
+        if not self.folder.exists():
+            return 0
+        moved = 0
+        for path in sorted(self.folder.glob("spool-*.ndjson")):
+            claimed = path.with_name(f"draining-{new_id()}.ndjson")
+            with contextlib.suppress(FileNotFoundError):  # another process claimed it first
+                path.rename(claimed)
+        for path in sorted(self.folder.glob("draining-*.ndjson")):
+            try:
+                handle = path.open("rb")
+            except FileNotFoundError:
+                continue
+            with handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process is draining it now
+                    continue
+                entries = [_spooled(orjson.loads(line)) for line in handle.read().splitlines() if line.strip()]
+                with platform.transaction() as session:
+                    ids = [e.record_id for e in entries]
+                    present = set(session.scalars(sa.select(AuditRecordRow.id).where(AuditRecordRow.id.in_(ids))))
+                    fresh = [e for e in entries if e.record_id not in present]
+                    if fresh:
+                        append_in(session, fresh, at=platform.clock.now())
+                moved += len(fresh)
+                path.unlink(missing_ok=True)
+        self.pending = False
+        return moved
+
+
+def _spooled(raw: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(actor=raw["actor"], action=raw["action"], resource=raw["resource"], outcome=raw["outcome"],
+                      purpose=raw["purpose"], context_id=raw["context_id"], parent_id=raw["parent_id"],
+                      org_scope=tuple(raw["org_scope"]) if raw["org_scope"] is not None else None,
+                      client=raw["client"], detail=raw["detail"], at=datetime.fromisoformat(raw["at"]),
+                      record_id=raw["record_id"])
+
+
+def spool_of(platform: Platform) -> Spool:
+    return Spool(platform.settings.home / "audit-spool")
+
+
 class GroupCommit:
     """Audit records of concurrent requests share one transaction: each caller waits until its own record
     is committed, but whoever gets to write takes every record waiting by then (a leader, not a timer: a
-    lone request pays one transaction, a hundred concurrent ones about one each per batch)."""
+    lone request pays one transaction, a hundred concurrent ones about one each per batch). When the store
+    cannot take a batch, the batch goes to the spool (on disk) and its callers go on as recorded."""
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
+        self.spool = spool_of(platform)
         self._waiting: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         # made on first use, and again if the app is served by another event loop (a lock belongs to one)
         self._turn: asyncio.Lock | None = None
@@ -133,8 +215,9 @@ class GroupCommit:
         async with self._turn:
             if not future.done():
                 batch, self._waiting = self._waiting, []
+                entries = [item for item, _ in batch]
                 try:
-                    await self.platform.run(append_many, self.platform, [item for item, _ in batch])
+                    await self.platform.run(self._append, entries)
                 except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets it
                     for _, waiter in batch:
                         waiter.set_exception(exc)
@@ -143,6 +226,23 @@ class GroupCommit:
                     for _, waiter in batch:
                         waiter.set_result(None)
         await future
+
+    def _append(self, entries: list[AuditEntry]) -> None:
+        """In the store, else in the spool (raising only if neither could keep them)."""
+        at = self.platform.clock.now()
+        try:
+            append_many(self.platform, entries)
+        except sa.exc.OperationalError:
+            log.warning("audit: the store is unavailable; %d records spooled to %s", len(entries),
+                        self.spool.folder)
+            self.spool.keep(entries, at)
+            return
+        if self.spool.pending:
+            try:
+                moved = self.spool.drain(self.platform)
+            except sa.exc.OperationalError:
+                return
+            log.info("audit: %d spooled records moved into the log", moved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,8 +511,9 @@ def _store_scores(session: Session, found: Mapping[tuple[str, str, datetime], qu
 
 
 class GovernanceRounds(PollingService):
-    """Registers the code's datasets at start; then, every `quality_interval_s`, ends the data-sharing grants
-    that reached their end and scores the quality rules."""
+    """Registers the code's datasets at start; then, every `quality_interval_s`, moves audit records spooled
+    during a store outage into the log, ends the data-sharing grants that reached their end and scores the
+    quality rules."""
 
     name = "data-governance"
 
@@ -537,8 +538,12 @@ class GovernanceRounds(PollingService):
             log.exception("data quality: the last round at stop failed")
 
     async def run_once(self) -> bool:
+        from citybrain.governance.audit import spool_of
         from citybrain.governance.sharing import expire_due
 
+        drained = await self.platform.run(spool_of(self.platform).drain, self.platform)
+        if drained:
+            log.info("audit: %d spooled records moved into the log", drained)
         expired = await self.platform.run(expire_due, self.platform)
         if expired:
             log.info("data sharing: %d grants reached their end and expired", expired)
