@@ -62,6 +62,40 @@ def own_broker(folder: Path) -> Iterator[str]:
         broker.wait(timeout=10)
 
 
+class RestartableBroker:
+    """A Mosquitto of the test's own that can be stopped and started on the same port, keeping its sessions
+    and their queued QoS 1 messages on disk in between (persistence on, as a production broker runs)."""
+
+    def __init__(self, folder: Path) -> None:
+        require_mosquitto_binary()
+        self.port = free_port()
+        self.config = folder / "mosquitto-restartable.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                               f"persistence_location {folder}/\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+                               "user root\n")  # root: the broker writes its sessions into the test's private folder
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([shutil.which("mosquitto") or "mosquitto", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return
+            assert time.monotonic() < deadline and self.proc.poll() is None, "the test broker did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # Mosquitto saves its sessions and queued messages on the way out
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
 def prepare_home(tmp_path: Path, devices: int, *, mix: str = "air_quality=1") -> tuple[Path, list[str], str]:
     """A home with the Xihu district and `devices` registered devices: (home, device ids, district code)."""
     home = tmp_path / "home"

@@ -121,6 +121,12 @@ def test_duplicates_are_dropped_and_out_of_order_readings_skip_the_rules() -> No
     assert late.accepted_count == 2  # both go to the lake …
     assert late.in_order[0].values["pm25"].tolist() == [3.0]  # … only the newer one to the rules
     assert pipeline.last_ts[1] == T0 + 20
+    # a QoS 1 message sent again after a reconnection: older than the device's newest, but taken before
+    resent = pipeline.process([_msg(ids[0], {"ts": T0 + 5, "pm25": 2}), _msg(ids[0], {"ts": T0 + 10, "seq": 5,
+                                                                                     "pm25": 1})])
+    assert resent.duplicates == 2 and resent.accepted_count == 0 and resent.out_of_order == 0
+    other_late = pipeline.process([_msg(ids[0], {"ts": T0 + 6, "pm25": 2})])  # late, never seen: kept
+    assert other_late.out_of_order == 1 and other_late.accepted_count == 1
 
 
 def test_a_batch_is_ordered_per_device_before_the_rules_see_it() -> None:

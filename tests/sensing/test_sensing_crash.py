@@ -81,3 +81,51 @@ def test_qos1_ingest_loses_nothing_when_the_server_is_killed(tmp_path: Path) -> 
                       [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
     assert len(set(stored)) == len(sent), f"{len(sent) - len(set(stored))} of {len(sent)} readings lost"
     assert len(stored) == len(sent), f"{len(stored) - len(set(stored))} readings stored twice"
+
+
+def test_qos1_ingest_loses_nothing_when_the_broker_is_stopped_and_started(tmp_path: Path) -> None:
+    """The broker goes away mid-stream and comes back: the ingest reports itself disconnected meanwhile
+    (sensing status and /health), reconnects by itself, and every reading is stored once."""
+    from tests.sensing.processes import RestartableBroker
+
+    home, device_ids, district = prepare_home(tmp_path, DEVICES)
+    start_ts = time.time() - 3600
+    sent = _readings(district, device_ids, start_ts)
+    third = len(sent) // 3
+    broker = RestartableBroker(tmp_path)
+    broker.start()
+    environment = {"CITYBRAIN_MQTT": broker.url, "CITYBRAIN_MQTT_QOS": "1",
+                   "CITYBRAIN_MQTT_CLIENT_ID": "outage-test-ingest"}
+    server = Server(home, environment, tmp_path / "server.log",
+                    lambda status: bool((status.get("mqtt") or {}).get("connected")))
+    try:
+        asyncio.run(publish_qos1(broker.url, sent[:third]))
+        broker.stop()
+        deadline = time.monotonic() + 30
+        while server.status()["mqtt"]["connected"]:
+            assert time.monotonic() < deadline, "the ingest never noticed the broker had gone"
+            time.sleep(0.1)
+        health = server.get("/health")
+        assert health["status"] == "degraded" and health["ingest"]["mqtt_connected"] is False
+        broker.start()
+        asyncio.run(publish_qos1(broker.url, sent[third:]))
+        deadline = time.monotonic() + 60
+        while True:
+            status = server.status()
+            taken = status["counts"].get("accepted", 0) + status["counts"].get("duplicates", 0)
+            if status["mqtt"]["connected"] and status["mqtt"]["pending"] == 0 and taken >= len(sent):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["mqtt"]["reconnects"] >= 1 and server.get("/health")["status"] == "ok"
+    finally:
+        server.stop()
+        broker.stop()
+    with open_lake("", home=home) as lake:
+        table = lake.query(TelemetryQuery(start=datetime.fromtimestamp(start_ts - 1, UTC),
+                                          end=datetime.fromtimestamp(start_ts + 3600, UTC),
+                                          measurements=["pm25"]))
+    stored = list(zip(table.column("device_num").to_pylist(),
+                      [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
+    assert len(set(stored)) == len(sent), f"{len(sent) - len(set(stored))} of {len(sent)} readings lost"
+    assert len(stored) == len(sent), f"{len(stored) - len(set(stored))} readings stored twice"

@@ -96,9 +96,11 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
 
         db_ok = await platform.run(check_db)
         bus_ok = platform.bus.connected
-        return {"status": "ok" if db_ok and bus_ok else "degraded", "version": __version__, "process": os.getpid(),
+        ingest = _ingest_health(platform)
+        ok = db_ok and bus_ok and all(v is not False for v in ingest.values())
+        return {"status": "ok" if ok else "degraded", "version": __version__, "process": os.getpid(),
                 "store": {"dialect": platform.dialect, "ok": db_ok}, "bus": platform.bus.describe,
-                "bus_connected": bus_ok,
+                "bus_connected": bus_ok, "ingest": ingest,
                 "org_units": len(platform.org_tree)}
 
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False, tags=["operations"])
@@ -114,6 +116,15 @@ def create_app(platform: Platform, *, manage_lifecycle: bool = True, dispose_on_
     app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
+
+
+def _ingest_health(platform: Platform) -> dict[str, bool]:
+    """Whether the telemetry sources this process reads are connected (empty when it reads none)."""
+    from citybrain.hub.background import find_service
+    from citybrain.sensing.runtime import SensingRuntime
+
+    sensing = find_service(platform, SensingRuntime)
+    return sensing.source_health() if sensing is not None else {}
 
 
 def _extra_routers() -> list:

@@ -198,6 +198,14 @@ class SensingRuntime:
             self.index.nbytes / 1e6,
         )
 
+    def source_health(self) -> dict[str, bool]:
+        """Whether the telemetry source this process reads (MQTT or JetStream) is connected; empty without
+        one (HTTP ingest only). /health reports it."""
+        if self._source is None:
+            return {}
+        return {("jetstream_connected" if self._from_jetstream else "mqtt_connected"):
+                bool(self._source.stats()["connected"])}
+
     @property
     def _from_jetstream(self) -> bool:
         return self._source is not None and bool(self.platform.settings.telemetry_nats)

@@ -20,6 +20,7 @@ from citybrain.sensing.ingest.topics import device_id_of, parse_topics
 
 RawMessage = tuple[str, bytes, float]  # topic, payload, received (epoch seconds)
 PAYLOAD_KEPT_BYTES = 4096
+RECENT_READINGS = 1 << 18  # 2 MB: more than a broker has in flight to one subscriber when it reconnects
 
 
 @dataclass(slots=True)
@@ -66,6 +67,11 @@ class IngestPipeline:
         self.owned: np.ndarray | None = None
         self._type_slugs = list(types)
         self._type_codes = {slug: code for code, slug in enumerate(self._type_slugs)}
+        # Keys of the readings accepted most recently. A reading older than its device's newest is late
+        # data and kept, unless it is one of these: a QoS 1 message the broker sent again (after a
+        # reconnection, or a broker restart) that this process had already taken.
+        self._recent = np.zeros(RECENT_READINGS, np.uint64)
+        self._recent_at = 0
 
     def fit(self) -> None:
         """Make room in the state arrays for devices indexed since the last call."""
@@ -90,7 +96,15 @@ class IngestPipeline:
 
     @property
     def nbytes(self) -> int:
-        return self.last_ts.nbytes + self.last_seq.nbytes + self.last_seen.nbytes
+        return self.last_ts.nbytes + self.last_seq.nbytes + self.last_seen.nbytes + self._recent.nbytes
+
+    def _remember(self, keys: np.ndarray) -> None:
+        keys = keys[-self._recent.size:]
+        at = self._recent_at % self._recent.size
+        first = min(keys.size, self._recent.size - at)
+        self._recent[at:at + first] = keys[:first]
+        self._recent[: keys.size - first] = keys[first:]
+        self._recent_at += keys.size
 
     def process(self, messages: list[RawMessage], *, source: str = "mqtt") -> IngestReport:
         self.fit()
@@ -197,6 +211,11 @@ class IngestPipeline:
         same_time = np.abs(ts - last_ts) <= 1e-6
         duplicate = same_as_previous | (same_time & (seq <= last_seq))
         older = ~duplicate & ~same_time & (ts < last_ts)
+        if older.any():  # late, or sent again: only a reading taken before is a duplicate
+            seen = np.zeros(nums.size, bool)
+            seen[older] = np.isin(_reading_keys(nums[older], ts[older], seq[older]), self._recent)
+            duplicate |= seen
+            older &= ~seen
         report.duplicates += int(duplicate.sum())
         report.out_of_order += int(older.sum())
         fresh = ~duplicate
@@ -204,6 +223,7 @@ class IngestPipeline:
             return
         accepted = batch.take(order[fresh])
         report.accepted.append(accepted)
+        self._remember(_reading_keys(nums[fresh], ts[fresh], seq[fresh]))
         forward = order[fresh & ~older]
         if forward.size:
             in_order = batch.take(forward)
@@ -215,6 +235,18 @@ class IngestPipeline:
             self.last_ts[in_order.device_num[newest]] = in_order.ts[newest]
             self.last_seq[in_order.device_num[newest]] = in_order.seq[newest]
         np.fmax.at(self.last_seen, accepted.device_num, accepted.received)
+
+
+def _reading_keys(nums: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """A 64-bit key per reading from its device, time (to the microsecond, as the lake keeps it) and
+    sequence number; two readings colliding by chance is about 1 in 2^64."""
+    with np.errstate(over="ignore"):
+        micros = np.round(ts * 1e6).astype(np.int64).view(np.uint64)
+        key = nums.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        key ^= micros * np.uint64(0xC2B2AE3D27D4EB4F)
+        key ^= seq.astype(np.int64).view(np.uint64) * np.uint64(0x165667B19E3779F9)
+        key ^= key >> np.uint64(29)
+    return key
 
 
 def _dead(
