@@ -50,6 +50,7 @@ def main() -> None:
         bus = bus_outage_cycles(Path(home), args.outages, clients=args.clients,
                                 progress=lambda _cycle: progress.advance(task))
     figures = {"kill9_cycles": report.cycles, "acknowledged_writes": report.acknowledged,
+               "acknowledged_case_transitions": report.transitions,
                "unanswered_writes": report.unanswered, "lost": len(report.lost) + len(outage.lost),
                "duplicated": len(report.duplicated) + len(outage.duplicated),
                "audit_records": report.audit_records,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,6 +27,7 @@ from tests.servers import free_port, make_key, start_citybrain
 class FaultReport:
     cycles: int = 0
     acknowledged: int = 0  # writes answered 201
+    transitions: int = 0  # case transitions answered 200
     unanswered: int = 0  # writes cut off by a kill (may or may not have been stored: both are fine)
     lost: list[str] = field(default_factory=list)  # acknowledged, not in the store or without audit record
     duplicated: list[str] = field(default_factory=list)  # audit records of one request more than once
@@ -39,8 +42,11 @@ def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
     acknowledged: dict[str, str] = {}  # request id -> entity id
     report = FaultReport()
     lock = threading.Lock()
+    acted: dict[str, str] = {}  # request id -> case id, of case transitions answered 200
     # the writers sign in as a connected system would; no rate limit, so the load is what four clients send
     environment = {**os.environ, "CITYBRAIN_AUTH_REQUIRED": "true", "CITYBRAIN_RATE_LIMIT_PER_S": "0"}
+    subprocess.run([sys.executable, "-m", "citybrain", "import", "divisions", "xihu", "--home", str(home)],
+                   check=True, capture_output=True, timeout=300)  # cases need places
     key = ""
     for cycle in range(cycles):
         server = start_citybrain(home, port, "serve", env=environment)
@@ -50,6 +56,9 @@ def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
         def load(worker: int, cycle: int = cycle, stop: threading.Event = stop, key: str = key) -> None:
             number = 0
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"X-API-Key": key}) as client:
+                if worker == 0:  # one client takes cases through their steps instead
+                    _act_on_cases(client, stop, acted, lock, report)
+                    return
                 while not stop.is_set():
                     entity_id = f"urn:ngsi-ld:Streetlight:c{cycle}-w{worker}-{number}"
                     number += 1
@@ -77,8 +86,49 @@ def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
         if progress is not None:
             progress(cycle)
     report.acknowledged = len(acknowledged)
+    report.transitions = len(acted)
     _check(home, acknowledged, report)
+    _check_transitions(home, acted, report)
     return report
+
+
+def _act_on_cases(client: httpx.Client, stop: threading.Event, acted: dict[str, str], lock: threading.Lock,
+                  report: FaultReport) -> None:
+    """Open a case (dispatched at once), then receive it and start work on it, over and over."""
+    while not stop.is_set():
+        try:
+            opened = client.post("/api/v1/cases", json={"eventType": "CG-01-002", "orgUnit": "330106002052",
+                                                        "description": "墙上小广告"})
+            if opened.status_code != 201:
+                continue
+            for action in ("receive", "start"):
+                answer = client.post(f"/api/v1/cases/{opened.json()['id']}/transitions", json={"action": action})
+                if answer.status_code == 200:
+                    with lock:
+                        acted[answer.headers["x-request-id"]] = opened.json()["id"]
+        except httpx.TransportError:
+            with lock:
+                report.unanswered += 1
+            return
+
+
+def _check_transitions(home: Path, acted: dict[str, str], report: FaultReport) -> None:
+    """Every transition answered 200 is in the store once, under the request's context id."""
+    import sqlalchemy as sa
+
+    from citybrain.disposal.models import CaseTransitionRow
+    from citybrain.platform import Platform
+    from citybrain.settings import Settings
+
+    platform = Platform(Settings(home=home, bus="memory"))
+    try:
+        with platform.session() as session:
+            stored = Counter(session.scalars(sa.select(CaseTransitionRow.context_id).where(
+                CaseTransitionRow.context_id.in_(list(acted)))))
+    finally:
+        platform.dispose()
+    report.lost += sorted(f"transition {request}" for request in acted if stored[request] == 0)
+    report.duplicated += sorted(f"transition {request}" for request, count in stored.items() if count > 1)
 
 
 def _check(home: Path, acknowledged: dict[str, str], report: FaultReport) -> None:
