@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tests.faults import bus_outage_cycles, kill9_cycles, store_outage_cycles
+from tests.faults import bus_outage_cycles, ingest_fault_cycles, kill9_cycles, store_outage_cycles
 
 
 def main() -> None:
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent writing clients")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random kill moments")
     parser.add_argument("--outages", type=int, default=20, help="PostgreSQL and NATS stop/start cycles under writes")
+    parser.add_argument("--ingest-faults", type=int, default=20,
+                        help="ingest killed / MQTT broker restarted, in turn, under QoS 1 telemetry")
     parser.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     console = Console()
@@ -49,6 +51,9 @@ def main() -> None:
         task = progress.add_task("NATS outages", total=args.outages)
         bus = bus_outage_cycles(Path(home), args.outages, clients=args.clients,
                                 progress=lambda _cycle: progress.advance(task))
+    with tempfile.TemporaryDirectory() as folder, Progress(console=console) as progress:
+        task = progress.add_task("ingest kills and broker restarts", total=args.ingest_faults)
+        ingest = ingest_fault_cycles(Path(folder), args.ingest_faults, progress=lambda _cycle: progress.advance(task))
     figures = {"kill9_cycles": report.cycles, "acknowledged_writes": report.acknowledged,
                "acknowledged_case_transitions": report.transitions,
                "unanswered_writes": report.unanswered, "lost": len(report.lost) + len(outage.lost),
@@ -61,7 +66,9 @@ def main() -> None:
                "pg_recovery_max_s": max(outage.recovery_s, default=0.0),
                "nats_outage_cycles": bus.cycles, "nats_outage_acknowledged_writes": bus.acknowledged,
                "nats_outage_5xx": len(bus.server_errors), "nats_outage_degraded_reported": bus.degraded_seen,
-               "nats_recovery_max_s": max(bus.recovery_s, default=0.0)}
+               "nats_recovery_max_s": max(bus.recovery_s, default=0.0),
+               "ingest_fault_cycles": ingest.cycles, "telemetry_readings_sent": ingest.sent,
+               "telemetry_lost": ingest.lost, "telemetry_duplicated": ingest.duplicated}
     figures["lost"] += len(bus.lost)
     figures["duplicated"] += len(bus.duplicated)
     figures["audit_chain_intact"] = figures["audit_chain_intact"] and bus.chain_intact
@@ -80,9 +87,12 @@ def main() -> None:
             f"shutdown) for 2 s and started again, {args.outages} times, under the same writers, the server "
             "left running: 503 answers while it is down, degraded reported by /health, recovery = store back "
             "to the first write answered 201. Then the same with a NATS JetStream bus of the bench's own "
-            "(store SQLite). Lost and duplicated count every part.")])
+            "(store SQLite). Lost and duplicated count every part. Then QoS 1 telemetry from 100 devices into a "
+            f"server reading a Mosquitto of its own, with {args.ingest_faults} faults mid-stream, in turn the "
+            "ingest killed with SIGKILL and the broker restarted: every reading the broker acknowledged must "
+            "be in the lake once.")])
     if (report.lost or report.duplicated or not report.chain_intact or outage.lost or outage.server_errors
-            or bus.lost or bus.server_errors):
+            or bus.lost or bus.server_errors or ingest.lost or ingest.duplicated):
         raise SystemExit(1)
 
 

@@ -291,3 +291,99 @@ def _check_store(url: str, home: Path, acknowledged: dict[str, str], report: Sto
         report.duplicated = sorted(request for request, count in recorded.items() if count > 1)
     finally:
         platform.dispose()
+
+
+@dataclass
+class IngestFaultReport:
+    cycles: int = 0
+    sent: int = 0  # QoS 1 readings the broker acknowledged to the devices
+    stored: int = 0  # distinct readings in the lake afterwards
+    lost: int = 0
+    duplicated: int = 0
+    disconnect_reported: int = 0  # broker outages during which /health said the ingest was disconnected
+
+
+def ingest_fault_cycles(folder: Path, cycles: int, *, devices: int = 100, per_cycle: int = 400,
+                        faults: tuple[str, ...] = ("kill", "broker"), progress=None) -> IngestFaultReport:
+    """QoS 1 telemetry into a real `citybrain serve` reading a Mosquitto of its own (persistence on), and
+    each cycle one fault mid-stream, alternately: the ingest process killed with SIGKILL and started again,
+    or the broker stopped and started under it (`faults`). Afterwards every reading the broker acknowledged to the
+    devices must be in the lake exactly once."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from citybrain.sensing.lake.base import open_lake
+    from citybrain.sensing.lake.query import TelemetryQuery
+    from tests.sensing.processes import RestartableBroker, Server, prepare_home, publish_qos1
+
+    home, device_ids, district = prepare_home(folder, devices)
+    start_ts = time.time() - 43_200  # readings a second apart per device: a cycle spans minutes
+    report = IngestFaultReport()
+    broker = RestartableBroker(folder)
+    broker.start()
+    environment = {"CITYBRAIN_MQTT": broker.url, "CITYBRAIN_MQTT_QOS": "1", "CITYBRAIN_MQTT_CLIENT_ID": "fault-ingest",
+                   "CITYBRAIN_AUTH_REQUIRED": "false"}  # /health and the sensing status, read by the test
+
+    def connected(status: dict) -> bool:
+        return bool((status.get("mqtt") or {}).get("connected"))
+
+    log = folder / "ingest-server.log"
+    server = Server(home, environment, log, connected)
+    number = 0
+
+    def readings(count: int) -> list[tuple[str, bytes]]:
+        nonlocal number
+        out = []
+        for _ in range(count):
+            device = device_ids[number % len(device_ids)]
+            step = number // len(device_ids)
+            out.append((f"city/{district}/air_quality/{device}/telemetry",
+                        orjson.dumps({"ts": start_ts + step, "seq": step, "pm25": 10.0 + step % 7})))
+            number += 1
+        return out
+
+    try:
+        for cycle in range(cycles):
+            asyncio.run(publish_qos1(broker.url, readings(per_cycle // 2)))
+            if faults[cycle % len(faults)] == "kill":
+                server.kill()  # mid-stream: some batches acknowledged, some buffered, some unread
+                asyncio.run(publish_qos1(broker.url, readings(per_cycle // 2)))  # kept for the absent session
+                server = Server(home, environment, log, connected)
+            else:
+                broker.stop()
+                deadline = time.monotonic() + 30
+                while connected(server.status()) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                health = server.get("/health")
+                report.disconnect_reported += health["ingest"].get("mqtt_connected") is False
+                broker.start()
+                asyncio.run(publish_qos1(broker.url, readings(per_cycle // 2)))
+            report.cycles += 1
+            if progress is not None:
+                progress(cycle)
+        deadline = time.monotonic() + 120
+        previous = -1
+        while True:  # until everything sent has been taken in
+            status = server.status()
+            taken = status["counts"].get("accepted", 0) + status["counts"].get("duplicates", 0)
+            if connected(status) and status["mqtt"]["pending"] == 0 and taken == previous:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the ingest did not settle: {status}")
+            previous = taken
+            time.sleep(0.5)
+    finally:
+        server.stop()
+        broker.stop()
+    report.sent = number
+    with open_lake("", home=home) as lake:
+        table = lake.query(TelemetryQuery(start=datetime.fromtimestamp(start_ts - 1, UTC),
+                                          end=datetime.fromtimestamp(start_ts + 43_200, UTC), measurements=["pm25"]))
+    stored = list(zip(table.column("device_num").to_pylist(),
+                      [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
+    report.stored = len(set(stored))
+    report.lost = report.sent - report.stored
+    report.duplicated = len(stored) - len(set(stored))
+    return report

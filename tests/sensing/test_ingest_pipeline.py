@@ -127,6 +127,13 @@ def test_duplicates_are_dropped_and_out_of_order_readings_skip_the_rules() -> No
     assert resent.duplicates == 2 and resent.accepted_count == 0 and resent.out_of_order == 0
     other_late = pipeline.process([_msg(ids[0], {"ts": T0 + 6, "pm25": 2})])  # late, never seen: kept
     assert other_late.out_of_order == 1 and other_late.accepted_count == 1
+    # after a restart this process has seen nothing: the lake says what a previous one stored
+    fresh, _ = _pipeline()
+    fresh.process([_msg(ids[0], {"ts": T0 + 20, "pm25": 3})])
+    asked = []
+    fresh.stored = lambda nums, ts: (asked.append(ts.tolist()), ts == T0 + 5)[1]
+    resumed = fresh.process([_msg(ids[0], {"ts": T0 + 5, "pm25": 2}), _msg(ids[0], {"ts": T0 + 7, "pm25": 2})])
+    assert resumed.duplicates == 1 and resumed.out_of_order == 1 and asked == [[T0 + 5, T0 + 7]]
 
 
 def test_a_batch_is_ordered_per_device_before_the_rules_see_it() -> None:

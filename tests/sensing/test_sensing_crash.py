@@ -83,6 +83,18 @@ def test_qos1_ingest_loses_nothing_when_the_server_is_killed(tmp_path: Path) -> 
     assert len(stored) == len(sent), f"{len(stored) - len(set(stored))} readings stored twice"
 
 
+def test_kills_and_broker_restarts_in_turn_lose_and_repeat_no_reading(tmp_path: Path) -> None:
+    """Four faults mid-stream, alternately the ingest killed and the broker restarted (bench/faults.py runs
+    20): every reading the broker acknowledged is in the lake once. A reading sent again after a restart
+    that the previous process had stored is recognised in the lake, not stored twice."""
+    from tests.faults import ingest_fault_cycles
+
+    report = ingest_fault_cycles(tmp_path, 4)
+    assert report.cycles == 4 and report.sent == 1600
+    assert (report.lost, report.duplicated) == (0, 0), report
+    assert report.disconnect_reported == 2
+
+
 def test_qos1_ingest_loses_nothing_when_the_broker_is_stopped_and_started(tmp_path: Path) -> None:
     """The broker goes away mid-stream and comes back: the ingest reports itself disconnected meanwhile
     (sensing status and /health), reconnects by itself, and every reading is stored once."""

@@ -35,6 +35,7 @@ from citybrain.sensing.devices.index import DeviceIndex
 from citybrain.sensing.devices.models import DeadLetterRow
 from citybrain.sensing.devices.spec import DeviceTypeSpec
 from citybrain.sensing.ingest.pipeline import DeadLetter, IngestPipeline, IngestReport, RawMessage
+from citybrain.sensing.lake.query import TelemetryQuery
 from citybrain.sensing.rules.spec import Transitions
 from citybrain.sensing.shards import org_shards, owned_devices
 from citybrain.sensing.vitals import service as vitals
@@ -179,6 +180,7 @@ class SensingRuntime:
             self.alerts = AlertManager(self.index.org_units)
             self.alerts.load(session)
         self.pipeline = IngestPipeline(index=self.index, types=self.types, districts=self._districts())
+        self.pipeline.stored = self._in_lake
         self._assign_shard()
         self._build_engines()
         from citybrain.scenarios import scenario_indicators
@@ -197,6 +199,34 @@ class SensingRuntime:
             len(self.types),
             self.index.nbytes / 1e6,
         )
+
+    def _in_lake(self, nums: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Which of these readings (device number, epoch seconds) the lake already holds: asked of late
+        readings only, a day and 10,000 devices at a time (the lake's raw-query limits)."""
+        found = np.zeros(nums.size, bool)
+        if self.lake is None or not nums.size:
+            return found
+        keys = np.round(ts * 1e6).astype(np.int64)
+        order = np.argsort(ts)
+        day = 86_400.0
+        start = 0
+        while start < order.size:
+            first = ts[order[start]]
+            stop = int(np.searchsorted(ts[order], first + day - 1e-6, side="left"))
+            window = order[start:stop]
+            for part in range(0, window.size, 10_000):
+                chosen = window[part:part + 10_000]
+                table = self.lake.query(TelemetryQuery(
+                    start=datetime.fromtimestamp(first, UTC), end=datetime.fromtimestamp(first + day, UTC),
+                    device_nums=sorted({int(n) for n in nums[chosen]}), limit=1_000_000))
+                if table.num_rows:
+                    stored = set(zip(table.column("device_num").to_pylist(),
+                                     (round(t.timestamp() * 1e6) for t in table.column("ts").to_pylist()),
+                                     strict=True))
+                    found[chosen] = [(int(n), int(k)) in stored for n, k in zip(nums[chosen], keys[chosen],
+                                                                                  strict=True)]
+            start = stop
+        return found
 
     def source_health(self) -> dict[str, bool]:
         """Whether the telemetry source this process reads (MQTT or JetStream) is connected; empty without

@@ -8,6 +8,7 @@ checks run per batch as array operations (see ingest.topics, devices.index and i
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,9 @@ class IngestPipeline:
         # reconnection, or a broker restart) that this process had already taken.
         self._recent = np.zeros(RECENT_READINGS, np.uint64)
         self._recent_at = 0
+        # What the lake already holds, asked only of late readings this process has not taken: after a
+        # restart the broker resends what the previous process stored but could not acknowledge.
+        self.stored: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def fit(self) -> None:
         """Make room in the state arrays for devices indexed since the last call."""
@@ -214,6 +218,9 @@ class IngestPipeline:
         if older.any():  # late, or sent again: only a reading taken before is a duplicate
             seen = np.zeros(nums.size, bool)
             seen[older] = np.isin(_reading_keys(nums[older], ts[older], seq[older]), self._recent)
+            unknown = older & ~seen
+            if self.stored is not None and unknown.any():
+                seen[unknown] = self.stored(nums[unknown], ts[unknown])
             duplicate |= seen
             older &= ~seen
         report.duplicates += int(duplicate.sum())
