@@ -133,3 +133,41 @@ def test_every_request_of_a_key_has_its_own_request_id(platform: Platform) -> No
         ids = {client.put("/api/v1/types/AccessProbe", headers=key, json=matrix.PROBE_TYPE).headers["x-request-id"]
                for _ in range(3)}
         assert len(ids) == 3
+
+
+def test_attributes_classified_above_their_type_are_left_out_or_masked_by_role(platform: Platform) -> None:
+    household = {"name": "Household", "attributes": {
+        "floors": {"kind": "integer"},
+        "headName": {"kind": "string", "classification": "personal"},
+        "idNumber": {"kind": "string", "classification": "sensitive"}}}
+    entity = {"id": "urn:ngsi-ld:Household:1", "type": "Household",
+              "orgUnit": {"type": "Relationship", "object": f"urn:ngsi-ld:OrgUnit:{matrix.VILLAGE_A}"},
+              "floors": {"type": "Property", "value": 6},
+              "headName": {"type": "Property", "value": "王芳 13912345678"},
+              "idNumber": {"type": "Property", "value": "33010619900101123X"}}
+    with TestClient(create_app(platform)) as client:
+        assert client.put("/api/v1/types/Household", json=household).status_code == 200
+        assert client.post("/api/v1/entities", json=entity).status_code == 201
+        assert client.patch("/api/v1/entities/urn:ngsi-ld:Household:1/attrs", json={
+            "headName": {"type": "Property", "value": "李雷 13812345678"}}).status_code == 200
+        seen = {}
+        for role in ("analyst", "dispatcher", "system"):
+            key = {"X-API-Key": access_key(platform, [role], None)}
+            one = client.get("/api/v1/entities/urn:ngsi-ld:Household:1", headers=key).json()
+            listed = client.get("/api/v1/entities", headers=key, params={"type": "Household"}).json()["items"]
+            history = client.get("/api/v1/entities/urn:ngsi-ld:Household:1/history", headers=key).json()["items"]
+            assert listed == [one]
+            seen[role] = (one, {item["attribute"] for item in history}, str(history))
+        analyst, analyst_history, _ = seen["analyst"]
+        assert analyst["floors"]["value"] == 6 and "headName" not in analyst and "idNumber" not in analyst
+        assert analyst_history == {"floors"}
+        dispatcher, dispatcher_history, dispatcher_text = seen["dispatcher"]
+        assert "idNumber" not in dispatcher and dispatcher_history == {"floors", "headName"}
+        assert "13812345678" not in str(dispatcher) and "5678" in dispatcher["headName"]["value"]  # partial
+        assert "13912345678" not in dispatcher_text
+        system, system_history, _ = seen["system"]  # cleared for it; the platform's services get it hashed
+        assert "idNumber" in system and system_history == {"floors", "headName", "idNumber"}
+        assert "33010619900101123X" not in str(system)
+        client.post("/api/v1/datasets/quality-check")  # a round registers the type added since the start
+        fields = client.get("/api/v1/datasets/entities:Household").json()["fields"]
+        assert fields["headName"]["classification"] == "personal" and "classification" not in fields["floors"]

@@ -228,6 +228,36 @@ def visible_types(platform: Platform, ctx: Context) -> frozenset[str] | None:
     return frozenset(spec.name for spec in platform.types.all() if _RANK[spec.classification] <= level)
 
 
+def classified_attributes(platform: Platform, type_name: str) -> dict[str, str]:
+    """The attributes of a type that carry their own classification."""
+    spec = platform.types.get(type_name)
+    if spec is None:
+        return {}
+    return {name: attr.classification for name, attr in spec.attributes.items() if attr.classification}
+
+
+def entity_for(platform: Platform, ctx: Context, entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity as this reader may see it: attributes classified above its clearance left out, personal
+    and sensitive text masked by its roles (as the hotline's policy masks complaints)."""
+    classified = classified_attributes(platform, str(entity.get("type")))
+    if not classified:
+        return entity
+    return {name: attribute_for(ctx, classified.get(name), value) for name, value in entity.items()
+            if classified.get(name) is None or rank(classified[name]) <= clearance(ctx)}
+
+
+def attribute_for(ctx: Context, level: str | None, attribute: Any) -> Any:
+    """One NGSI-LD attribute (or history instance) of the given classification, masked for the reader."""
+    if level not in ("personal", "sensitive") or not isinstance(attribute, dict):
+        return attribute
+    value = attribute.get("value")
+    if not isinstance(value, str):
+        return attribute
+    from citybrain.hotline.masking import text_masker
+
+    return {**attribute, "value": text_masker(ctx)(value)}
+
+
 def require_type_visible(platform: Platform, ctx: Context, type_name: str, *, field: str = "type") -> None:
     spec = platform.types.get(type_name)
     if spec is not None and _RANK[spec.classification] > clearance(ctx):

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("entities", "telemetry", "cases", "reports", "alerts", "import")
 TABLE_ROUND_LIMIT = 50_000  # records of one table dataset checked per round; the rest wait for the next
+TABLE_SETTLE = timedelta(seconds=5)  # how old a record must be before a round checks it
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,12 @@ class TableSource:
     model: Any
     arrived: str
     skip: frozenset[str] = frozenset()
+    personal: frozenset[str] = frozenset()  # columns holding citizens' data (the dataset may be lower)
 
     def fields(self) -> dict[str, dict[str, Any]]:
-        return {column.key: {"kind": _kind_of(column.type)} for column in self.model.__table__.columns
-                if column.key not in self.skip}
+        return {column.key: {"kind": _kind_of(column.type),
+                             **({"classification": "personal"} if column.key in self.personal else {})}
+                for column in self.model.__table__.columns if column.key not in self.skip}
 
 
 def _kind_of(column_type: Any) -> str:
@@ -79,8 +82,11 @@ def table_sources() -> dict[str, TableSource]:
     from citybrain.disposal.models import CaseReportRow, CaseRow
     from citybrain.sensing.alerts.models import AlertRow
 
-    return {"cases": TableSource(CaseRow, "created_at", frozenset({"cell", "suspended_from"})),
-            "reports": TableSource(CaseReportRow, "reported_at", frozenset({"data"})),
+    return {"cases": TableSource(CaseRow, "created_at", frozenset({"cell", "suspended_from"}),
+                                 frozenset({"title", "description", "address"})),
+            "reports": TableSource(CaseReportRow, "reported_at", frozenset({"data"}),
+                                   frozenset({"text", "contact_name", "contact_phone", "contact_email", "address",
+                                              "feedback"})),
             "alerts": TableSource(AlertRow, "raised_at")}
 
 
@@ -93,7 +99,8 @@ def defined_datasets(platform: Platform) -> tuple[list[DatasetSpec], list[tuple[
     edges: list[tuple[str, str, str]] = []
     for spec in platform.types.all():
         scenario = spec.source.removeprefix("scenario:") if spec.source.startswith("scenario:") else None
-        fields = {name: {"kind": attr.kind.value, **({"unit": attr.unit} if getattr(attr, "unit", None) else {})}
+        fields = {name: {"kind": attr.kind.value, **({"unit": attr.unit} if attr.unit else {}),
+                         **({"classification": attr.classification} if attr.classification else {})}
                   for name, attr in spec.attributes.items()}
         fields.update({"location": {"kind": "geo"}, "orgUnit": {"kind": "string"}})
         specs.append(DatasetSpec(
@@ -449,12 +456,19 @@ def _tally(found: dict[tuple[str, str, datetime], quality.Tally], dataset_id: st
 
 def _table_round(session: Session, row: DatasetRow, source: TableSource, rules: list[Any],
                  found: dict[tuple[str, str, datetime], quality.Tally], now: datetime) -> int:
+    """Check the records that arrived after the watermark and at least TABLE_SETTLE before now: a record's
+    time is set before its transaction commits, so a later one may become visible first; waiting a few
+    seconds, and moving the watermark only past whole instants, counts each record once."""
     record_rules = [r for r in rules if r.check in quality.RECORD_CHECKS]
     arrived = getattr(source.model, source.arrived)
-    query = sa.select(source.model).where(arrived <= now).order_by(arrived).limit(TABLE_ROUND_LIMIT)
+    cutoff = now - TABLE_SETTLE
+    query = sa.select(source.model).where(arrived <= cutoff).order_by(arrived).limit(TABLE_ROUND_LIMIT)
     if row.checked_until is not None:
         query = query.where(arrived > row.checked_until)
     records = list(session.scalars(query))
+    if len(records) == TABLE_ROUND_LIMIT:  # cut at a whole instant: the rest of the last one comes next round
+        last = getattr(records[-1], source.arrived)
+        records = [r for r in records if getattr(r, source.arrived) < last] or records
     for record in records:
         at = getattr(record, source.arrived)
         values = {column: getattr(record, column) for column in row.fields}
@@ -547,6 +561,7 @@ class GovernanceRounds(PollingService):
         expired = await self.platform.run(expire_due, self.platform)
         if expired:
             log.info("data sharing: %d grants reached their end and expired", expired)
+        await self.platform.run(sync, self.platform)  # entity types added since the last round join the catalog
         report = await self.platform.run(run_round, self.platform, self.accumulator, self.hook)
         if report.records_checked:
             log.info("data quality: %d records of %d datasets checked", report.records_checked, report.datasets)
@@ -561,6 +576,7 @@ def quality_service(platform: Platform) -> GovernanceRounds | None:
 
 def check_now(platform: Platform) -> RoundReport:
     """A round now (the CLI, the API), with the running service's counts when it runs in this process."""
+    sync(platform)
     service = quality_service(platform)
     if service is not None:
         return run_round(platform, service.accumulator, service.hook)

@@ -234,6 +234,7 @@ def read_records(platform: Platform, share_id: str, *, ctx: Context, after: str 
         if dataset.kind == "entities":
             items, next_cursor = _entity_records(session, dataset.id.removeprefix("entities:"), units, row.fields,
                                                  after, limit)
+            items = [access.entity_for(platform, ctx, item) for item in items]
         else:
             items, next_cursor = _case_records(session, ctx, units, row.fields, after, limit)
     return {"share": share_id, "dataset": row.dataset_id, "fields": row.fields, "items": items,

@@ -142,7 +142,7 @@ async def query_entities(
             sys_attrs = options == "sysAttrs"
             rows, next_cursor = service.query_entities(session, query=query, after=after, limit=page.limit,
                                                        sys_attrs=sys_attrs)
-            items = [service.row_to_ngsi(row, sys_attrs=sys_attrs) for row in rows]
+            items = [access.entity_for(platform, ctx, service.row_to_ngsi(row, sys_attrs=sys_attrs)) for row in rows]
             if wanted:
                 items = [{k: v for k, v in item.items() if k in ("id", "type") or k in wanted} for item in items]
             body: dict[str, Any] = {"items": items, "next_cursor": next_cursor}
@@ -176,6 +176,7 @@ async def get_entity(
     org_unit, entity = found
     access.require_in_scope(platform, ctx, org_unit, what="entity")
     access.require_type_visible(platform, ctx, entity["type"])
+    entity = access.entity_for(platform, ctx, entity)
     wanted = set(_csv(attrs))
     if wanted:
         entity = {k: v for k, v in entity.items() if k in ("id", "type") or k in wanted}
@@ -278,19 +279,25 @@ async def history(
             row = session.get(EntityRow, entity_id)
             # a deleted entity's history has no place left to check it against: only the unscoped read it
             access.require_in_scope(platform, ctx, row.org_unit if row is not None else None, what="entity")
+            classified: dict[str, str] = {}
             if row is not None:
                 access.require_type_visible(platform, ctx, row.type)
+                classified = access.classified_attributes(platform, row.type)
             items = service.attribute_history(session, entity_id=entity_id, attributes=_csv(attrs), since=since,
                                               until=until, after=after, limit=page.limit + 1)
             if not items and after is None and row is None:
                 raise NotFound(f"entity {entity_id} does not exist and has no history")
         more = len(items) > page.limit
         items = items[: page.limit]
+        # paged before the reader's view: a page may come out shorter, never with what it may not see
+        allowed = [i for i in items if classified.get(i.attribute) is None
+                   or access.rank(classified[i.attribute]) <= access.clearance(ctx)]
         return {
             "entityId": entity_id,
-            "items": [{"seq": i.seq, "attribute": i.attribute, "instance": i.instance,
+            "items": [{"seq": i.seq, "attribute": i.attribute,
+                       "instance": access.attribute_for(ctx, classified.get(i.attribute), i.instance),
                        "observedAt": format_datetime(i.observed_at) if i.observed_at else None,
-                       "recordedAt": format_datetime(i.recorded_at), "actor": i.actor} for i in items],
+                       "recordedAt": format_datetime(i.recorded_at), "actor": i.actor} for i in allowed],
             "next_cursor": service.encode_cursor(f"{items[-1].seq}:{items[-1].attribute}") if more else None,
         }
 

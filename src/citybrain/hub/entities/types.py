@@ -47,6 +47,10 @@ class AttrSpec(BaseModel):
     enum: list[str | int | float] | None = Field(None, description="Allowed values, when the set is closed.")
     minimum: float | None = None
     maximum: float | None = None
+    classification: Classification | None = Field(
+        None, description="This attribute's own classification, when above its type's (a resident's name, an ID "
+        "number): a reader cleared below it does not get the attribute; personal or sensitive text is masked "
+        "by the reader's role.")
 
 
 class TypeSpec(BaseModel):
