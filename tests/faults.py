@@ -15,11 +15,13 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from citybrain.governance import audit
 from tests.servers import free_port, make_key, start_citybrain
 
 
@@ -87,8 +89,8 @@ def kill9_cycles(home: Path, cycles: int, *, clients: int = 4, seed: int = 1,
             progress(cycle)
     report.acknowledged = len(acknowledged)
     report.transitions = len(acted)
-    _check(home, acknowledged, report)
-    _check_transitions(home, acted, report)
+    report.lost, report.duplicated, verification = _check(home, acknowledged, acted=acted)
+    report.chain_intact, report.audit_records = verification.intact, verification.records
     return report
 
 
@@ -112,48 +114,36 @@ def _act_on_cases(client: httpx.Client, stop: threading.Event, acted: dict[str, 
             return
 
 
-def _check_transitions(home: Path, acted: dict[str, str], report: FaultReport) -> None:
-    """Every transition answered 200 is in the store once, under the request's context id."""
+def _check(home: Path, acknowledged: dict[str, str], *, db: str = "", acted: Mapping[str, str] | None = None
+           ) -> tuple[list[str], list[str], audit.Verification]:
+    """What the store holds after the faults: (lost, duplicated, the audit chain's verification). Lost: a
+    write answered 201 missing from the store or without its audit record, or a case transition answered 200
+    not stored (each kept with the request's context id); duplicated: either recorded twice."""
     import sqlalchemy as sa
 
     from citybrain.disposal.models import CaseTransitionRow
-    from citybrain.platform import Platform
-    from citybrain.settings import Settings
-
-    platform = Platform(Settings(home=home, bus="memory"))
-    try:
-        with platform.session() as session:
-            stored = Counter(session.scalars(sa.select(CaseTransitionRow.context_id).where(
-                CaseTransitionRow.context_id.in_(list(acted)))))
-    finally:
-        platform.dispose()
-    report.lost += sorted(f"transition {request}" for request in acted if stored[request] == 0)
-    report.duplicated += sorted(f"transition {request}" for request, count in stored.items() if count > 1)
-
-
-def _check(home: Path, acknowledged: dict[str, str], report: FaultReport) -> None:
-    import sqlalchemy as sa
-
-    from citybrain.governance import audit
     from citybrain.governance.models import AuditRecordRow
     from citybrain.hub.entities.models import EntityRow
     from citybrain.platform import Platform
     from citybrain.settings import Settings
 
-    platform = Platform(Settings(home=home, bus="memory"))
+    acted = acted or {}
+    platform = Platform(Settings(db=db, home=home, bus="memory"))
     try:
         with platform.session() as session:
             stored = set(session.scalars(sa.select(EntityRow.id).where(EntityRow.id.in_(list(acknowledged.values())))))
             recorded = Counter(session.scalars(sa.select(AuditRecordRow.context_id)
                                                .where(AuditRecordRow.action == "POST /api/v1/entities")))
-            result = audit.verify(session)
-        report.lost = sorted({entity for request, entity in acknowledged.items()
-                              if entity not in stored or recorded[request] == 0})
-        report.duplicated = sorted(request for request, count in recorded.items() if count > 1)
-        report.chain_intact = result.intact
-        report.audit_records = result.records
+            steps = Counter(session.scalars(sa.select(CaseTransitionRow.context_id).where(
+                CaseTransitionRow.context_id.in_(list(acted))))) if acted else Counter()
+            verification = audit.verify(session)
     finally:
         platform.dispose()
+    lost = sorted({entity for request, entity in acknowledged.items() if entity not in stored or recorded[request] == 0})
+    lost += sorted(f"transition {request}" for request in acted if steps[request] == 0)
+    duplicated = sorted(request for request, count in recorded.items() if count > 1)
+    duplicated += sorted(f"transition {request}" for request, count in steps.items() if count > 1)
+    return lost, duplicated, verification
 
 
 @dataclass
@@ -266,31 +256,9 @@ def _outage_cycles(home: Path, service, environment: dict[str, str], db: str, cy
             worker.join()
         stop(server)
     report.acknowledged = len(acknowledged)
-    _check_store(db, home, acknowledged, report)
+    report.lost, report.duplicated, verification = _check(home, acknowledged, db=db)
+    report.chain_intact = verification.intact
     return report
-
-
-def _check_store(url: str, home: Path, acknowledged: dict[str, str], report: StoreOutageReport) -> None:
-    import sqlalchemy as sa
-
-    from citybrain.governance import audit
-    from citybrain.governance.models import AuditRecordRow
-    from citybrain.hub.entities.models import EntityRow
-    from citybrain.platform import Platform
-    from citybrain.settings import Settings
-
-    platform = Platform(Settings(db=url, home=home, bus="memory"))
-    try:
-        with platform.session() as session:
-            stored = set(session.scalars(sa.select(EntityRow.id).where(EntityRow.id.in_(list(acknowledged.values())))))
-            recorded = Counter(session.scalars(sa.select(AuditRecordRow.context_id)
-                                               .where(AuditRecordRow.action == "POST /api/v1/entities")))
-            report.chain_intact = audit.verify(session).intact
-        report.lost = sorted({entity for request, entity in acknowledged.items()
-                              if entity not in stored or recorded[request] == 0})
-        report.duplicated = sorted(request for request, count in recorded.items() if count > 1)
-    finally:
-        platform.dispose()
 
 
 @dataclass
@@ -310,13 +278,10 @@ def ingest_fault_cycles(folder: Path, cycles: int, *, devices: int = 100, per_cy
     or the broker stopped and started under it (`faults`). Afterwards every reading the broker acknowledged to the
     devices must be in the lake exactly once."""
     import asyncio
-    from datetime import UTC, datetime
 
     import orjson
 
-    from citybrain.sensing.lake.base import open_lake
-    from citybrain.sensing.lake.query import TelemetryQuery
-    from tests.sensing.processes import RestartableBroker, Server, prepare_home, publish_qos1
+    from tests.sensing.processes import RestartableBroker, Server, prepare_home, publish_qos1, stored_readings
 
     home, device_ids, district = prepare_home(folder, devices)
     start_ts = time.time() - 43_200  # readings a second apart per device: a cycle spans minutes
@@ -378,11 +343,7 @@ def ingest_fault_cycles(folder: Path, cycles: int, *, devices: int = 100, per_cy
         server.stop()
         broker.stop()
     report.sent = number
-    with open_lake("", home=home) as lake:
-        table = lake.query(TelemetryQuery(start=datetime.fromtimestamp(start_ts - 1, UTC),
-                                          end=datetime.fromtimestamp(start_ts + 43_200, UTC), measurements=["pm25"]))
-    stored = list(zip(table.column("device_num").to_pylist(),
-                      [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
+    stored = stored_readings(home, start_ts, 43_200)
     report.stored = len(set(stored))
     report.lost = report.sent - report.stored
     report.duplicated = len(stored) - len(set(stored))

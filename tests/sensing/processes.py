@@ -38,39 +38,17 @@ def require_mosquitto_binary() -> None:
         require_service("mosquitto binary", "127.0.0.1", 1)
 
 
-@contextlib.contextmanager
-def own_broker(folder: Path) -> Iterator[str]:
-    """A Mosquitto of the test's own: it keeps every QoS 1 message of an absent session (the system
-    broker's default keeps 1,000), and nobody else publishes there."""
-    require_mosquitto_binary()
-    port = free_port()
-    config = folder / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                      "max_queued_messages 0\nmax_inflight_messages 0\n")
-    broker = subprocess.Popen([shutil.which("mosquitto") or "mosquitto", "-c", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            break
-        assert time.monotonic() < deadline and broker.poll() is None, "the test broker did not start"
-        time.sleep(0.05)
-    try:
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        broker.terminate()
-        broker.wait(timeout=10)
-
-
 class RestartableBroker:
-    """A Mosquitto of the test's own that can be stopped and started on the same port, keeping its sessions
-    and their queued QoS 1 messages on disk in between (persistence on, as a production broker runs)."""
+    """A Mosquitto of the test's own: it keeps every QoS 1 message of an absent session (the system broker's
+    default keeps 1,000), and nobody else publishes there. It can be stopped and started on the same port;
+    with `persistence` (as a production broker runs) its sessions and their queued messages survive that."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, persistence: bool = True) -> None:
         require_mosquitto_binary()
         self.port = free_port()
-        self.config = folder / "mosquitto-restartable.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                               f"persistence {'true' if persistence else 'false'}\n"
                                f"persistence_location {folder}/\nmax_queued_messages 0\nmax_inflight_messages 0\n"
                                "user root\n")  # root: the broker writes its sessions into the test's private folder
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,6 +72,32 @@ class RestartableBroker:
             self.proc.terminate()  # Mosquitto saves its sessions and queued messages on the way out
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+@contextlib.contextmanager
+def own_broker(folder: Path) -> Iterator[str]:
+    """A broker of the test's own for one test (no persistence): its URL."""
+    broker = RestartableBroker(folder, persistence=False)
+    broker.start()
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
+def stored_readings(home: Path, start_ts: float, span_s: float) -> list[tuple[int, float]]:
+    """Every pm25 reading the home's lake holds from `start_ts` on, as (device number, epoch seconds): what
+    the fault tests count lost and duplicated readings by."""
+    from datetime import UTC, datetime
+
+    from citybrain.sensing.lake.base import open_lake
+    from citybrain.sensing.lake.query import TelemetryQuery
+
+    with open_lake("", home=home) as lake:
+        table = lake.query(TelemetryQuery(start=datetime.fromtimestamp(start_ts - 1, UTC),
+                                          end=datetime.fromtimestamp(start_ts + span_s, UTC), measurements=["pm25"]))
+    return list(zip(table.column("device_num").to_pylist(),
+                    [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
 
 
 def prepare_home(tmp_path: Path, devices: int, *, mix: str = "air_quality=1") -> tuple[Path, list[str], str]:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from citybrain.sensing.lake.base import open_lake
-from citybrain.sensing.lake.query import TelemetryQuery
-from tests.sensing.processes import Server, own_broker, prepare_home, publish_qos1
+from tests.sensing.processes import Server, own_broker, prepare_home, publish_qos1, stored_readings
 
 pytestmark = pytest.mark.integration
 
@@ -73,12 +70,7 @@ def test_qos1_ingest_loses_nothing_when_the_server_is_killed(tmp_path: Path) -> 
         finally:
             server.stop()
 
-    with open_lake("", home=home) as lake:
-        table = lake.query(TelemetryQuery(start=datetime.fromtimestamp(start_ts - 1, UTC),
-                                          end=datetime.fromtimestamp(start_ts + 3600, UTC),
-                                          measurements=["pm25"]))
-    stored = list(zip(table.column("device_num").to_pylist(),
-                      [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
+    stored = stored_readings(home, start_ts, 3600)
     assert len(set(stored)) == len(sent), f"{len(sent) - len(set(stored))} of {len(sent)} readings lost"
     assert len(stored) == len(sent), f"{len(stored) - len(set(stored))} readings stored twice"
 
@@ -133,11 +125,6 @@ def test_qos1_ingest_loses_nothing_when_the_broker_is_stopped_and_started(tmp_pa
     finally:
         server.stop()
         broker.stop()
-    with open_lake("", home=home) as lake:
-        table = lake.query(TelemetryQuery(start=datetime.fromtimestamp(start_ts - 1, UTC),
-                                          end=datetime.fromtimestamp(start_ts + 3600, UTC),
-                                          measurements=["pm25"]))
-    stored = list(zip(table.column("device_num").to_pylist(),
-                      [t.timestamp() for t in table.column("ts").to_pylist()], strict=True))
+    stored = stored_readings(home, start_ts, 3600)
     assert len(set(stored)) == len(sent), f"{len(sent) - len(set(stored))} of {len(sent)} readings lost"
     assert len(stored) == len(sent), f"{len(stored) - len(set(stored))} readings stored twice"

@@ -185,8 +185,7 @@ def within_scope(platform: Platform, ctx: Context, code: str | None) -> bool:
 def covers_district(platform: Platform, ctx: Context) -> bool:
     if ctx.org_scope is None:
         return True
-    roots = [code for code, unit in platform.org_tree.units.items() if unit.parent_code is None]
-    return all(within_scope(platform, ctx, root) for root in roots)
+    return all(within_scope(platform, ctx, root) for root in platform.org_tree.roots)
 
 
 def require_in_scope(platform: Platform, ctx: Context, *codes: str | None, what: str) -> None:
@@ -221,11 +220,10 @@ def scope_units(platform: Platform, ctx: Context, org_unit: str | None, *,
 
 def visible_types(platform: Platform, ctx: Context) -> frozenset[str] | None:
     """The entity types the caller is cleared to see, or None when it may see every type."""
+    specs = platform.types.all()
     level = clearance(ctx)
-    hidden = [spec.name for spec in platform.types.all() if _RANK[spec.classification] > level]
-    if not hidden:
-        return None
-    return frozenset(spec.name for spec in platform.types.all() if _RANK[spec.classification] <= level)
+    visible = frozenset(spec.name for spec in specs if _RANK[spec.classification] <= level)
+    return None if len(visible) == len(specs) else visible
 
 
 def classified_attributes(platform: Platform, type_name: str) -> dict[str, str]:
@@ -242,8 +240,9 @@ def entity_for(platform: Platform, ctx: Context, entity: dict[str, Any]) -> dict
     classified = classified_attributes(platform, str(entity.get("type")))
     if not classified:
         return entity
+    cleared = clearance(ctx)
     return {name: attribute_for(ctx, classified.get(name), value) for name, value in entity.items()
-            if classified.get(name) is None or rank(classified[name]) <= clearance(ctx)}
+            if classified.get(name) is None or rank(classified[name]) <= cleared}
 
 
 def attribute_for(ctx: Context, level: str | None, attribute: Any) -> Any:

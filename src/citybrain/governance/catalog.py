@@ -359,17 +359,18 @@ class EntityQualityHook:
 
     def __call__(self, _session: Session, changes: list[EntityChange]) -> None:
         now = self.platform.clock.now()
+        results: dict[str, list[tuple[str, bool]]] = defaultdict(list)  # one count per dataset of the write
         for change in changes:
             if change.operation == "deleted" or change.entity is None:
                 continue
             dataset_id = f"entities:{change.entity_type}"
+            found = results[dataset_id]  # an arrival, with or without rules
             rules = self.rules.get(dataset_id)
-            if not rules:
-                self.accumulator.add(dataset_id, (), now)
-                continue
-            record = _entity_record(change.entity)
-            self.accumulator.add(dataset_id, [(rule.id, bool(quality.record_passes(rule, record))) for rule in rules],
-                                 now)
+            if rules:
+                record = _entity_record(change.entity)
+                found.extend((rule.id, bool(quality.record_passes(rule, record))) for rule in rules)
+        for dataset_id, found in results.items():
+            self.accumulator.add(dataset_id, found, now)
 
 
 def _entity_record(entity: Mapping[str, Any]) -> dict[str, Any]:
@@ -485,20 +486,17 @@ def _table_round(session: Session, row: DatasetRow, source: TableSource, rules: 
 def _duplicates(session: Session, row: DatasetRow, source: TableSource | None, field: str) -> tuple[int, int]:
     """(records, records sharing their value with another) over the whole dataset."""
     if source is not None:
-        column = getattr(source.model, field)
-        total = session.scalar(sa.select(sa.func.count()).select_from(source.model).where(column.is_not(None)))
+        table, column = source.model, getattr(source.model, field)
+        present = [column.is_not(None)]
     elif row.kind == "entities":
         from citybrain.hub.entities.models import EntityRow
 
-        entity_type = row.id.removeprefix("entities:")
-        column = EntityRow.attrs[field]["value"].as_string()
-        total = session.scalar(sa.select(sa.func.count()).where(EntityRow.type == entity_type, column.is_not(None)))
-        shared = sa.select(sa.func.count().label("n")).where(EntityRow.type == entity_type, column.is_not(None)) \
-            .group_by(column).having(sa.func.count() > 1).subquery()
-        return int(total or 0), int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(shared.c.n), 0))) or 0)
+        table, column = EntityRow, EntityRow.attrs[field]["value"].as_string()
+        present = [EntityRow.type == row.id.removeprefix("entities:"), column.is_not(None)]
     else:
         return 0, 0
-    shared = sa.select(sa.func.count().label("n")).where(column.is_not(None)).group_by(column) \
+    total = session.scalar(sa.select(sa.func.count()).select_from(table).where(*present))
+    shared = sa.select(sa.func.count().label("n")).select_from(table).where(*present).group_by(column) \
         .having(sa.func.count() > 1).subquery()
     return int(total or 0), int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(shared.c.n), 0))) or 0)
 
@@ -525,9 +523,9 @@ def _store_scores(session: Session, found: Mapping[tuple[str, str, datetime], qu
 
 
 class GovernanceRounds(PollingService):
-    """Registers the code's datasets at start; then, every `quality_interval_s`, moves audit records spooled
-    during a store outage into the log, ends the data-sharing grants that reached their end and scores the
-    quality rules."""
+    """Registers the code's datasets at start; then, every `quality_interval_s`, registers entity types added
+    since, moves audit records spooled during a store outage into the log, ends the data-sharing grants that
+    reached their end and scores the quality rules."""
 
     name = "data-governance"
 
@@ -538,6 +536,7 @@ class GovernanceRounds(PollingService):
         self.hook = EntityQualityHook(platform, self.accumulator)
 
     async def setup(self) -> None:
+        # before the server answers: the catalog is complete from the first request on
         new = await self.platform.run(sync, self.platform)
         if new:
             log.info("data catalog: %d datasets registered", new)

@@ -66,8 +66,8 @@ def acts_for(platform: Platform, ctx: Context, department: str) -> bool:
         return False
     from citybrain.hub.org.departments import department_code
 
-    roots = [code for code, unit in platform.org_tree.units.items() if unit.parent_code is None]
-    return any(access.within_scope(platform, ctx, department_code(root, department)) for root in roots)
+    return any(access.within_scope(platform, ctx, department_code(root, department))
+               for root in platform.org_tree.roots)
 
 
 def effective_status(row: ShareRow, now: datetime) -> str:

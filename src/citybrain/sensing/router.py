@@ -369,8 +369,7 @@ async def vital_signs(
     platform: PlatformDep, ctx: ContextDep, orgUnit: Annotated[str | None, Query()] = None
 ) -> Response:
     """Without `orgUnit`: the district's (the root's), or for a caller with an org scope its first unit's."""
-    default = ctx.org_scope[0] if ctx.org_scope else next(
-        (c for c, u in platform.org_tree.units.items() if u.parent_code is None), None)
+    default = ctx.org_scope[0] if ctx.org_scope else next(iter(platform.org_tree.roots), None)
     code = orgUnit or default
     if code is None or code not in platform.org_tree:
         raise InvalidInput.at("orgUnit", f"unknown org unit {orgUnit!r}")

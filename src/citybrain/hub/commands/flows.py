@@ -20,6 +20,7 @@ import orjson
 from citybrain.core.context import Context, new_id
 from citybrain.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from citybrain.core.events import CommandIssued, CommandStatusChanged, SystemHealthChanged
+from citybrain.governance import access
 from citybrain.hub.background import HttpPollingService, PollingService, backoff_delay, find_service
 from citybrain.hub.commands import service
 from citybrain.hub.commands.models import CommandRow, ConnectedSystemRow
@@ -243,8 +244,7 @@ def resolve_target(platform: Platform, session: Session, data: CommandCreate,
         entity = entity_service.get_entity(session, entity_id=data.target)
     except NotFound:
         entity = None
-    if entity is None or (ctx.org_scope is not None and (
-            entity.org_unit is None or not platform.org_tree.within(entity.org_unit, ctx.org_scope))):
+    if entity is None or not access.within_scope(platform, ctx, entity.org_unit):
         raise NotFound(f"no entity or connected system {data.target} exists",
                        errors=[FieldError("target", "no entity or connected system has this id")])
     if explicit is not None:

@@ -290,8 +290,9 @@ async def history(
         more = len(items) > page.limit
         items = items[: page.limit]
         # paged before the reader's view: a page may come out shorter, never with what it may not see
+        cleared = access.clearance(ctx)
         allowed = [i for i in items if classified.get(i.attribute) is None
-                   or access.rank(classified[i.attribute]) <= access.clearance(ctx)]
+                   or access.rank(classified[i.attribute]) <= cleared]
         return {
             "entityId": entity_id,
             "items": [{"seq": i.seq, "attribute": i.attribute,

@@ -21,6 +21,7 @@ class Unit:
 class OrgTree:
     units: dict[str, Unit] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    roots: list[str] = field(default_factory=list)  # the units without a parent (the districts), in load order
 
     @classmethod
     def build(cls, units: Iterable[Unit]) -> OrgTree:
@@ -30,6 +31,8 @@ class OrgTree:
         for unit in tree.units.values():
             if unit.parent_code is not None:
                 tree.children[unit.parent_code].append(unit.code)
+            else:
+                tree.roots.append(unit.code)
         for codes in tree.children.values():
             codes.sort()
         return tree
